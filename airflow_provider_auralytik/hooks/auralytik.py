@@ -1,0 +1,617 @@
+"""
+AuralytikHook: talks HTTP to the Auralytik Conversations API, and nothing else.
+
+Auth, retries, paging and errors live here. Requests are *described* once (:class:`ApiRequest`,
+built by :func:`conversations_page_request` & co.) and their responses *interpreted* once
+(:func:`interpret_response`); the synchronous path (``requests``, used by operators and sensors)
+and the asynchronous path (``httpx``, used by the trigger) only differ in how bytes move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow_provider_auralytik import __version__
+from airflow_provider_auralytik._compat import AirflowException, BaseHook, aget_connection
+from airflow_provider_auralytik.utils.window import format_instant, parse_instant
+
+if TYPE_CHECKING:
+    import httpx
+    import requests
+
+DEFAULT_BASE_URL = "https://api.auralytik.com/v1"
+MAX_PAGE_SIZE = 100
+USER_AGENT = f"airflow-provider-auralytik/{__version__}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+class AuralytikApiError(AirflowException):
+    """The API answered with an error, or could not be reached within the retry budget."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuralytikAuthError(AuralytikApiError):
+    """401/403: the API key is missing, wrong, or lacks the ``conversations:read`` scope."""
+
+
+class AuralytikNotFoundError(AuralytikApiError):
+    """404: the conversation (or the API path) does not exist."""
+
+
+class _Retryable(Exception):
+    """A transient outcome: worth another try after ``retry_after`` seconds (or backoff)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    """Everything the hook reads from its connection. ``repr`` never shows the key."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    timeout: float = 30.0
+    max_retries: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0
+    max_concurrency: int = 16
+
+    @classmethod
+    def from_connection(cls, conn: Any, conn_id: str, overrides: Mapping[str, Any]) -> HookSettings:
+        extra = dict(conn.extra_dejson or {})
+        extra.update({k: v for k, v in overrides.items() if v is not None})
+        api_key = (conn.password or extra.pop("api_key", None) or "").strip()
+        if not api_key:
+            raise AuralytikAuthError(
+                f"Connection {conn_id!r} has no API key: set its password (the 'API key' field) "
+                "to an Auralytik key with the conversations:read scope."
+            )
+        host = (conn.host or "").strip()
+        if host and "://" not in host:
+            schema = (conn.schema or "https").strip() or "https"
+            host = f"{schema}://{host}" + (f":{conn.port}" if conn.port else "")
+        base_url = (host or DEFAULT_BASE_URL).rstrip("/")
+
+        def number(key: str, default: float, minimum: float) -> float:
+            raw = extra.get(key, default)
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"Connection {conn_id!r}: extra {key!r}={raw!r} is not a number.") from None
+            if value < minimum:
+                raise ValueError(f"Connection {conn_id!r}: extra {key!r} must be at least {minimum}.")
+            return value
+
+        return cls(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=number("timeout", cls.timeout, 0.001),
+            max_retries=int(number("max_retries", cls.max_retries, 0)),
+            backoff_base=number("backoff_base", cls.backoff_base, 0),
+            backoff_max=number("backoff_max", cls.backoff_max, 0),
+            retry_after_max=number("retry_after_max", cls.retry_after_max, 0),
+            max_concurrency=int(number("max_concurrency", cls.max_concurrency, 1)),
+        )
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry number ``attempt`` (1-based): Retry-After, else full-jitter backoff."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_after_max)
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests, described once for both the sync and the async path
+# ---------------------------------------------------------------------------------------------
+
+
+def _expect_page(payload: Any) -> dict[str, Any]:
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("data"), list)
+        or not isinstance(payload.get("totalCount"), int)
+    ):
+        raise _Retryable("the answer is not a listing page (data/totalCount missing)")
+    return payload
+
+
+def _expect_object(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise _Retryable("the answer is not a JSON object")
+    return payload
+
+
+def _expect_messages(payload: Any) -> list[dict[str, Any]]:
+    messages = payload.get("messages") if isinstance(payload, dict) else None
+    if not isinstance(messages, list):
+        raise _Retryable("the answer has no 'messages' list")
+    return messages
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One GET against the API: path below the base URL, query, extra headers, expected answer."""
+
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    #: What to call it in errors and logs (never includes the key).
+    label: str = ""
+    #: Checks the parsed JSON; a 200 of the wrong shape is a transient fault like a 5xx.
+    expect: Callable[[Any], Any] = _expect_object
+
+    def describe(self) -> str:
+        return self.label or f"GET {self.path}"
+
+
+def _instant_param(value: datetime | str | None, name: str) -> str | None:
+    return None if value is None else format_instant(parse_instant(value, name=name))
+
+
+def conversations_page_request(
+    *,
+    page: int = 1,
+    page_size: int = MAX_PAGE_SIZE,
+    channel_id: str | None = None,
+    campaign_id: str | None = None,
+    status: str | None = None,
+    date_from: datetime | str | None = None,
+    date_to: datetime | str | None = None,
+) -> ApiRequest:
+    """Describe ``GET /conversations`` for one page; invalid arguments raise before anything is sent."""
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, not {page_size!r}.")
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise ValueError(f"page must be a positive integer, not {page!r}.")
+    start = _instant_param(date_from, "date_from")
+    end = _instant_param(date_to, "date_to")
+    if start is not None and end is not None and parse_instant(end) <= parse_instant(start):
+        raise ValueError(f"date_to ({end}) must be after date_from ({start}).")
+    params: list[tuple[str, str | None]] = [
+        ("channelId", channel_id),
+        ("campaignId", campaign_id),
+        ("status", status),
+        ("dateFrom", start),
+        ("dateTo", end),
+        ("page", str(page)),
+        ("pageSize", str(page_size)),
+    ]
+    return ApiRequest(
+        path="/conversations",
+        params=tuple((k, v) for k, v in params if v),
+        label=f"GET /conversations (page {page})",
+        expect=_expect_page,
+    )
+
+
+def _conversation_path(conversation_id: str) -> str:
+    if not isinstance(conversation_id, str) or not conversation_id.strip():
+        raise ValueError(f"conversation_id must be a non-empty string, not {conversation_id!r}.")
+    return f"/conversations/{quote(conversation_id, safe='')}"
+
+
+def conversation_request(conversation_id: str) -> ApiRequest:
+    path = _conversation_path(conversation_id)
+    return ApiRequest(path=path, label=f"GET /conversations/{conversation_id}")
+
+
+def messages_request(conversation_id: str) -> ApiRequest:
+    """Messages are always requested with PII masked."""
+    path = _conversation_path(conversation_id) + "/messages"
+    return ApiRequest(
+        path=path,
+        headers=(("X-Exclude-PII", "true"),),
+        label=f"GET /conversations/{conversation_id}/messages",
+        expect=_expect_messages,
+    )
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date; ``None`` if absent or garbage."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if math.isnan(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def _error_detail(body: bytes, content_type: str, secret: str) -> str:
+    """A short reason from a JSON error body; HTML or anything else is summarised, never echoed."""
+    if "json" not in content_type.lower() and body.lstrip()[:1] not in (b"{", b"["):
+        return ""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return ""
+    detail: Any = payload
+    if isinstance(payload, dict):
+        detail = payload.get("message") or payload.get("error") or payload.get("detail") or ""
+        if isinstance(detail, dict):
+            detail = detail.get("message", "")
+    text = " ".join(str(detail).split())[:200]
+    return text.replace(secret, "***") if secret else text
+
+
+def interpret_response(
+    request: ApiRequest,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    conn_id: str,
+    secret: str,
+) -> Any:
+    """
+    Turn one HTTP answer into parsed JSON, a :class:`_Retryable`, or a permanent error.
+
+    Shared by the sync and the async path so they agree on every status code.
+    """
+    what = request.describe()
+    if status == 429:
+        raise _Retryable(f"{what}: 429 Too Many Requests", _retry_after_seconds(headers.get("Retry-After")))
+    if status >= 500 or status == 408:
+        raise _Retryable(f"{what}: HTTP {status}", _retry_after_seconds(headers.get("Retry-After")))
+    if status >= 400:
+        detail = _error_detail(body, headers.get("Content-Type", ""), secret)
+        reason = f" ({detail})" if detail else ""
+        if status in (401, 403):
+            raise AuralytikAuthError(
+                f"{what} failed with HTTP {status}{reason}: check the API key in connection {conn_id!r} "
+                "(it needs the conversations:read scope).",
+                status=status,
+            )
+        if status == 404:
+            raise AuralytikNotFoundError(
+                f"{what} failed with HTTP 404{reason}: check the id, and the base URL (host) of "
+                f"connection {conn_id!r}.",
+                status=status,
+            )
+        raise AuralytikApiError(
+            f"{what} failed with HTTP {status}{reason}: the request was refused; check the arguments.",
+            status=status,
+        )
+    if status >= 300:
+        raise AuralytikApiError(
+            f"{what} answered with a redirect (HTTP {status}): set the exact base URL in connection "
+            f"{conn_id!r}.",
+            status=status,
+        )
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise _Retryable(f"{what}: HTTP {status} with a body that is not valid JSON") from None
+    try:
+        return request.expect(payload)
+    except _Retryable as exc:
+        raise _Retryable(f"{what}: {exc.reason}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The hook
+# ---------------------------------------------------------------------------------------------
+
+
+class AuralytikHook(BaseHook):
+    """
+    Interact with the Auralytik Conversations API.
+
+    :param auralytik_conn_id: Connection of type ``auralytik``: ``host`` is the base URL
+        (default ``https://api.auralytik.com/v1``), ``password`` the API key. Optional extras:
+        ``timeout`` (seconds per request, default 30), ``max_retries`` (default 6),
+        ``backoff_base``/``backoff_max`` (seconds), ``retry_after_max`` (cap on a server's
+        ``Retry-After``, default 120 s) and ``max_concurrency`` (HTTP pool size, default 16).
+    :param timeout: / :param max_retries: / :param max_concurrency: / :param backoff_base:
+        override the connection's extras for this hook.
+    """
+
+    conn_name_attr = "auralytik_conn_id"
+    default_conn_name = "auralytik_default"
+    conn_type = "auralytik"
+    hook_name = "Auralytik"
+
+    def __init__(
+        self,
+        auralytik_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        max_concurrency: int | None = None,
+        backoff_base: float | None = None,
+        backoff_max: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.auralytik_conn_id = auralytik_conn_id
+        self._overrides = {
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "max_concurrency": max_concurrency,
+            "backoff_base": backoff_base,
+            "backoff_max": backoff_max,
+        }
+        self._async_client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(auralytik_conn_id={self.auralytik_conn_id!r})"
+
+    # -- connection form ---------------------------------------------------------------------
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Only the base URL and the API key mean something here."""
+        return {
+            "hidden_fields": ["schema", "port", "login"],
+            "relabeling": {"host": "Base URL", "password": "API key"},
+            "placeholders": {
+                "host": DEFAULT_BASE_URL,
+                "password": "Auralytik API key with the conversations:read scope",
+                "extra": json.dumps({"timeout": 30, "max_retries": 6, "max_concurrency": 16}),
+            },
+        }
+
+    # -- settings and sessions ---------------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> HookSettings:
+        conn = self.get_connection(self.auralytik_conn_id)
+        return HookSettings.from_connection(conn, self.auralytik_conn_id, self._overrides)
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    def _default_headers(self, settings: HookSettings) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {settings.api_key}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+
+    def get_conn(self) -> requests.Session:
+        """The hook's pooled ``requests.Session`` (thread-safe for concurrent GETs)."""
+        return self.session
+
+    @cached_property
+    def session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        settings = self.settings
+        session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=max(settings.max_concurrency, 1), max_retries=0, pool_block=False
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update(self._default_headers(settings))
+        return session
+
+    def close(self) -> None:
+        """Close the pooled HTTP session (safe to call more than once)."""
+        session = self.__dict__.pop("session", None)
+        if session is not None:
+            session.close()
+
+    # -- the sync request loop ---------------------------------------------------------------
+
+    def _fail_after_retries(self, request: ApiRequest, reason: str, attempts: int) -> AuralytikApiError:
+        return AuralytikApiError(
+            f"{request.describe()} still failing after {attempts} attempts ({reason}): the API is "
+            f"unavailable or rate-limiting; retry later or raise max_retries in connection "
+            f"{self.auralytik_conn_id!r}."
+        )
+
+    def _send(self, request: ApiRequest) -> Any:
+        import requests
+
+        settings = self.settings
+        url = settings.base_url + request.path
+        for attempt in range(settings.max_retries + 1):
+            try:
+                response = self.session.get(
+                    url, params=request.params, headers=dict(request.headers), timeout=settings.timeout
+                )
+                return interpret_response(
+                    request,
+                    response.status_code,
+                    response.headers,
+                    response.content,
+                    conn_id=self.auralytik_conn_id,
+                    secret=settings.api_key,
+                )
+            except _Retryable as exc:
+                reason, retry_after = exc.reason, exc.retry_after
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                reason, retry_after = f"{request.describe()}: {type(exc).__name__}", None
+            except requests.exceptions.ChunkedEncodingError as exc:
+                reason, retry_after = f"{request.describe()}: {type(exc).__name__}", None
+            if attempt == settings.max_retries:
+                raise self._fail_after_retries(request, reason, attempt + 1)
+            delay = settings.backoff(attempt + 1, retry_after)
+            self.log.warning("%s; retry %d of %d in %.1f s", reason, attempt + 1, settings.max_retries, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the async request loop (for triggers) -----------------------------------------------
+
+    async def _asettings(self) -> HookSettings:
+        if "settings" not in self.__dict__:
+            conn = await aget_connection(self.auralytik_conn_id)
+            self.__dict__["settings"] = HookSettings.from_connection(
+                conn, self.auralytik_conn_id, self._overrides
+            )
+        return self.settings
+
+    async def _asend(self, request: ApiRequest) -> Any:
+        import httpx
+
+        settings = await self._asettings()
+        if self._async_client is None:
+            self._async_client = httpx.AsyncClient(
+                base_url=settings.base_url,
+                headers=self._default_headers(settings),
+                timeout=settings.timeout,
+                limits=httpx.Limits(max_connections=settings.max_concurrency),
+            )
+        client = self._async_client
+        for attempt in range(settings.max_retries + 1):
+            try:
+                response = await client.get(
+                    settings.base_url + request.path,
+                    params=list(request.params),
+                    headers=dict(request.headers),
+                )
+                return interpret_response(
+                    request,
+                    response.status_code,
+                    response.headers,
+                    response.content,
+                    conn_id=self.auralytik_conn_id,
+                    secret=settings.api_key,
+                )
+            except _Retryable as exc:
+                reason, retry_after = exc.reason, exc.retry_after
+            except httpx.TransportError as exc:
+                reason, retry_after = f"{request.describe()}: {type(exc).__name__}", None
+            if attempt == settings.max_retries:
+                raise self._fail_after_retries(request, reason, attempt + 1)
+            delay = settings.backoff(attempt + 1, retry_after)
+            self.log.warning("%s; retry %d of %d in %.1f s", reason, attempt + 1, settings.max_retries, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        """Close the async HTTP client, if one was opened."""
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+
+    # -- API: sync -------------------------------------------------------------------------
+
+    def get_conversations_page(self, **query: Any) -> dict[str, Any]:
+        """
+        One page of ``GET /conversations``: ``{"data": [...], "page", "pageSize", "totalCount"}``.
+
+        Takes the keyword arguments of :meth:`list_conversations` plus ``page``.
+        """
+        request = conversations_page_request(**query)
+        return self._send(request)
+
+    def list_conversations(
+        self,
+        *,
+        channel_id: str | None = None,
+        campaign_id: str | None = None,
+        status: str | None = None,
+        date_from: datetime | str | None = None,
+        date_to: datetime | str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        """
+        Every conversation matching the filters, following ``page``/``totalCount`` to the end.
+
+        Conversations are yielded once each (by ``id``) even if the listing shifts while paged.
+        Paging stops on an empty or short page, once ``totalCount`` is reached, or, on a server
+        whose ``totalCount`` keeps growing, with an error after 50% more pages than first announced.
+        The server's own date rule applies here; for an exact half-open window use
+        :func:`airflow_provider_auralytik.utils.listing.iter_window`.
+        """
+        query: dict[str, Any] = {
+            "channel_id": channel_id,
+            "campaign_id": campaign_id,
+            "status": status,
+            "date_from": date_from,
+            "date_to": date_to,
+            "page_size": page_size,
+        }
+        first = conversations_page_request(page=1, **query)  # validate before the generator starts
+        return self._iter_pages(first, query)
+
+    def _iter_pages(self, first: ApiRequest, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        page_size = query["page_size"]
+        seen: set[str] = set()
+        page, max_pages = 1, None
+        while True:
+            request = first if page == 1 else conversations_page_request(page=page, **query)
+            payload = self._send(request)
+            data, total = payload["data"], payload["totalCount"]
+            if max_pages is None:
+                max_pages = math.ceil(max(total, 1) * 1.5 / page_size) + 2
+            for item in data:
+                key = item.get("id") if isinstance(item, dict) else None
+                if key is None or key not in seen:
+                    if key is not None:
+                        seen.add(key)
+                    yield item
+            if not data or len(data) < page_size or page * page_size >= total:
+                return
+            page += 1
+            if page > max_pages:
+                raise AuralytikApiError(
+                    f"GET /conversations kept announcing more pages (totalCount now {total}) after "
+                    f"{max_pages} pages: the listing grows faster than it can be read; narrow the window."
+                )
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """``GET /conversations/{id}``."""
+        return self._send(conversation_request(conversation_id))
+
+    def get_messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        """``GET /conversations/{id}/messages`` with ``X-Exclude-PII: true``: the masked messages."""
+        return self._send(messages_request(conversation_id))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap request (a one-item page) for the UI's Test button."""
+        try:
+            payload = self.get_conversations_page(page=1, page_size=1)
+        except Exception as exc:  # the UI wants a message, not a traceback
+            return False, str(exc)
+        return True, f"Connected to {self.settings.base_url}: {payload['totalCount']} conversations visible."
+
+    # -- API: async ------------------------------------------------------------------------
+
+    async def aget_conversations_page(self, **query: Any) -> dict[str, Any]:
+        """Async :meth:`get_conversations_page`, for triggers."""
+        return await self._asend(conversations_page_request(**query))
+
+    async def aget_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """Async :meth:`get_conversation`, for triggers."""
+        return await self._asend(conversation_request(conversation_id))

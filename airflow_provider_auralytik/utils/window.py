@@ -1,0 +1,171 @@
+"""Date windows: parsing instants, the half-open ``[date_from, date_to)`` rule, and slicing.
+
+The one place that decides what "a window" is, shared by the hook (argument checks), the export
+operators, the sensor and the trigger. Standard library only: it is imported when DAGs are parsed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+UTC = timezone.utc
+_SECOND = timedelta(seconds=1)
+
+#: Default templates: the DAG run's data interval.
+DEFAULT_DATE_FROM = "{{ data_interval_start }}"
+DEFAULT_DATE_TO = "{{ data_interval_end }}"
+
+
+class EmptyWindowError(ValueError):
+    """The window holds no time at all (``date_from == date_to``)."""
+
+
+def parse_instant(value: datetime | str, *, name: str = "date") -> datetime:
+    """
+    Return ``value`` as an aware UTC datetime.
+
+    Accepts an aware ``datetime`` (pendulum's included) or an ISO 8601 string with ``Z`` or an
+    offset. A naive value is refused: a date without a time zone means different instants on
+    different workers.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{name}={value!r} is not an ISO 8601 date-time: use e.g. '2024-01-15T00:00:00Z'."
+            ) from None
+    else:
+        raise TypeError(f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}.")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(
+            f"{name}={value!s} has no time zone: pass an aware datetime or an ISO 8601 string with Z "
+            "or an offset."
+        )
+    return parsed.astimezone(UTC)
+
+
+def format_instant(value: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``: whole seconds when possible, else microseconds."""
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _floor_second(value: datetime) -> datetime:
+    return value.replace(microsecond=0)
+
+
+def _ceil_second(value: datetime) -> datetime:
+    floored = value.replace(microsecond=0)
+    return floored if floored == value else floored + _SECOND
+
+
+@dataclass(frozen=True)
+class DateWindow:
+    """A half-open window ``[start, end)`` on a conversation's ``createdAt``, in UTC."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(
+                f"date_to ({format_instant(self.end)}) is before date_from ({format_instant(self.start)}): "
+                "swap them."
+            )
+
+    @classmethod
+    def resolve(cls, date_from: datetime | str | None, date_to: datetime | str | None) -> DateWindow:
+        """
+        Build the window for a task from its rendered ``date_from``/``date_to``.
+
+        Refuses an empty window: Airflow 3's default timetable gives a run a zero-length data
+        interval, and exporting "nothing" successfully would hide a day of missing data.
+        """
+        if date_from is None or date_to is None or date_from == "" or date_to == "":
+            raise ValueError(
+                "date_from and date_to are required: the DAG run has no data interval. Schedule the DAG "
+                "with a CronDataIntervalTimetable or pass date_from/date_to explicitly."
+            )
+        window = cls(parse_instant(date_from, name="date_from"), parse_instant(date_to, name="date_to"))
+        if window.start == window.end:
+            raise EmptyWindowError(
+                f"The window [{format_instant(window.start)}, {format_instant(window.end)}) is empty: "
+                "Airflow 3's default timetable gives runs a zero-length data interval. Schedule the DAG "
+                "with CronDataIntervalTimetable(...) or pass date_from and date_to explicitly."
+            )
+        return window
+
+    # -- membership ------------------------------------------------------------------------
+
+    def contains(self, created_at: Any) -> bool:
+        """Whether a conversation's ``createdAt`` lies in ``[start, end)``; ``None``/garbage is outside."""
+        if not created_at:
+            return False
+        try:
+            instant = parse_instant(created_at, name="createdAt")
+        except (TypeError, ValueError):
+            return False
+        return self.start <= instant < self.end
+
+    # -- what to ask the server ------------------------------------------------------------
+
+    def server_bounds(self) -> tuple[str, str]:
+        """
+        ``dateFrom``/``dateTo`` to send: widened by a second on each side.
+
+        Whether the server's bounds are inclusive or exclusive is not published; asking for a little
+        more and keeping only ``[start, end)`` on our side is exact under every rule.
+        """
+        return (
+            format_instant(_floor_second(self.start) - _SECOND),
+            format_instant(_ceil_second(self.end) + _SECOND),
+        )
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    def split(self, parts: int) -> list[DateWindow]:
+        """
+        Cut into up to ``parts`` adjacent windows on whole-second boundaries, covering it exactly.
+
+        A window of one second or less cannot be cut and comes back whole.
+        """
+        if parts < 1:
+            raise ValueError(f"parts must be at least 1, not {parts}.")
+        base = _floor_second(self.start)
+        span = math.ceil((self.end - base).total_seconds())
+        if parts == 1 or span <= 1:
+            return [self]
+        step = math.ceil(span / parts)
+        cuts = (base + timedelta(seconds=step * k) for k in range(1, parts))
+        bounds = [self.start, *(cut for cut in cuts if self.start < cut < self.end), self.end]
+        return [DateWindow(a, b) for a, b in itertools.pairwise(bounds)]
+
+    def as_dict(self) -> dict[str, str]:
+        return {"date_from": format_instant(self.start), "date_to": format_instant(self.end)}
+
+    def __str__(self) -> str:
+        return f"[{format_instant(self.start)}, {format_instant(self.end)})"
+
+
+def window_slices(date_from: datetime | str, date_to: datetime | str, slices: int) -> list[dict[str, str]]:
+    """
+    Cut a window into ``slices`` adjacent half-open windows, for ``.expand_kwargs(...)``.
+
+    Each item is ``{"date_from": ..., "date_to": ...}`` in ISO 8601; together they cover the window
+    exactly once, so mapped exports of the slices never share or miss a conversation.
+    """
+    return [part.as_dict() for part in DateWindow.resolve(date_from, date_to).split(slices)]
