@@ -94,9 +94,15 @@ class HookSettings:
                 "to an Auralytik key with the conversations:read scope."
             )
         host = (conn.host or "").strip()
+        # ``schema`` is the URL scheme only when it says http(s); otherwise it is the path of an
+        # ``auralytik://:KEY@api.auralytik.com/v1`` URI, which Airflow stores in ``schema``.
+        schema = (conn.schema or "").strip().strip("/")
+        scheme, path = (schema.lower(), "") if schema.lower() in ("http", "https") else ("https", schema)
         if host and "://" not in host:
-            schema = (conn.schema or "https").strip() or "https"
-            host = f"{schema}://{host}" + (f":{conn.port}" if conn.port else "")
+            netloc, slash, rest = host.partition("/")
+            host = f"{scheme}://{netloc}" + (f":{conn.port}" if conn.port else "") + slash + rest
+        if host and path:
+            host = f"{host.rstrip('/')}/{path}"
         base_url = (host or DEFAULT_BASE_URL).rstrip("/")
 
         def number(key: str, default: float, minimum: float) -> float:
@@ -105,8 +111,8 @@ class HookSettings:
                 value = float(raw)
             except (TypeError, ValueError):
                 raise ValueError(f"Connection {conn_id!r}: extra {key!r}={raw!r} is not a number.") from None
-            if value < minimum:
-                raise ValueError(f"Connection {conn_id!r}: extra {key!r} must be at least {minimum}.")
+            if not math.isfinite(value) or value < minimum:
+                raise ValueError(f"Connection {conn_id!r}: extra {key!r} must be a finite number >= {minimum}.")
             return value
 
         return cls(
@@ -151,8 +157,8 @@ def _expect_object(payload: Any) -> dict[str, Any]:
 
 def _expect_messages(payload: Any) -> list[dict[str, Any]]:
     messages = payload.get("messages") if isinstance(payload, dict) else None
-    if not isinstance(messages, list):
-        raise _Retryable("the answer has no 'messages' list")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise _Retryable("the answer has no 'messages' list of objects")
     return messages
 
 
@@ -267,8 +273,10 @@ def _error_detail(body: bytes, content_type: str, secret: str) -> str:
         detail = payload.get("message") or payload.get("error") or payload.get("detail") or ""
         if isinstance(detail, dict):
             detail = detail.get("message", "")
-    text = " ".join(str(detail).split())[:200]
-    return text.replace(secret, "***") if secret else text
+    text = " ".join(str(detail).split())
+    if secret:  # before truncating: a cut could leave a prefix of the key that no longer matches
+        text = text.replace(secret, "***")
+    return text[:200]
 
 
 def interpret_response(
@@ -311,8 +319,7 @@ def interpret_response(
         )
     if status >= 300:
         raise AuralytikApiError(
-            f"{what} answered with a redirect (HTTP {status}): set the exact base URL in connection "
-            f"{conn_id!r}.",
+            f"{what} answered with a redirect (HTTP {status}): set the exact base URL in connection {conn_id!r}.",
             status=status,
         )
     try:
@@ -475,9 +482,7 @@ class AuralytikHook(BaseHook):
     async def _asettings(self) -> HookSettings:
         if "settings" not in self.__dict__:
             conn = await aget_connection(self.auralytik_conn_id)
-            self.__dict__["settings"] = HookSettings.from_connection(
-                conn, self.auralytik_conn_id, self._overrides
-            )
+            self.__dict__["settings"] = HookSettings.from_connection(conn, self.auralytik_conn_id, self._overrides)
         return self.settings
 
     async def _asend(self, request: ApiRequest) -> Any:

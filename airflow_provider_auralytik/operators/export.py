@@ -1,0 +1,256 @@
+"""
+Export operators: a window of conversations, or of their PII-masked messages, to object storage.
+
+Each operator composes the hook (HTTP), the exact window listing, and the part writer; the output
+layout and the manifest are described in :mod:`airflow_provider_auralytik.utils.writer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_auralytik import __version__
+from airflow_provider_auralytik._compat import BaseOperator
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
+from airflow_provider_auralytik.utils.window import (
+    DEFAULT_DATE_FROM,
+    DEFAULT_DATE_TO,
+    UTC,
+    DateWindow,
+    format_instant,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_auralytik._compat import Context
+    from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
+    from airflow_provider_auralytik.utils.progress import Progress
+    from airflow_provider_auralytik.utils.writer import PartWriter
+
+DEFAULT_MAX_RECORDS_PER_PART = 100_000
+
+
+class _AuralytikExportOperator(BaseOperator):
+    """
+    Shared parameters and flow of the export operators.
+
+    :param destination: Directory to write to (templated): a local path or an object-storage URL
+        (``file://``, ``s3://``, ``gs://``, ``abfs://`` …). A rerun of the same window replaces
+        what an earlier run wrote there.
+    :param destination_conn_id: Airflow connection for that store (e.g. an ``aws`` connection).
+    :param date_from: Start of the window, inclusive (templated; default the run's
+        ``data_interval_start``). Aware datetime or ISO 8601 string.
+    :param date_to: End of the window, exclusive (templated; default ``data_interval_end``).
+    :param channel_id: / :param campaign_id: / :param status: listing filters (templated).
+    :param page_size: Listing page size, 1 to 100.
+    :param compression: ``"gzip"`` (default) or ``None`` for plain ``.jsonl`` parts.
+    :param max_records_per_part: Records per part file before a new one is started.
+    :param auralytik_conn_id: Connection of type ``auralytik``.
+    """
+
+    template_fields: Sequence[str] = (
+        "destination",
+        "destination_conn_id",
+        "date_from",
+        "date_to",
+        "channel_id",
+        "campaign_id",
+        "status",
+    )
+    ui_color = "#e8f4f8"
+    #: What the manifest calls a record of this export.
+    kind: str = ""
+    #: Each export writes its records and returns the manifest's own fields (at least ``counts``).
+    _export: Callable[[WindowListing, PartWriter, Progress], dict[str, Any]]
+
+    def __init__(
+        self,
+        *,
+        destination: str,
+        destination_conn_id: str | None = None,
+        date_from: datetime | str | None = DEFAULT_DATE_FROM,
+        date_to: datetime | str | None = DEFAULT_DATE_TO,
+        channel_id: str | None = None,
+        campaign_id: str | None = None,
+        status: str | None = None,
+        page_size: int = 100,
+        compression: str | None = "gzip",
+        max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
+        auralytik_conn_id: str = AuralytikHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
+            raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
+        if compression not in ("gzip", None):
+            raise ValueError(f"compression must be 'gzip' or None, not {compression!r}.")
+        if max_records_per_part < 1:
+            raise ValueError(f"max_records_per_part must be at least 1, not {max_records_per_part}.")
+        self.destination = destination
+        self.destination_conn_id = destination_conn_id
+        self.date_from = date_from
+        self.date_to = date_to
+        self.channel_id = channel_id
+        self.campaign_id = campaign_id
+        self.status = status
+        self.page_size = page_size
+        self.compression = compression
+        self.max_records_per_part = max_records_per_part
+        self.auralytik_conn_id = auralytik_conn_id
+
+    # -- parts shared by both exports ------------------------------------------------------
+
+    @cached_property
+    def hook(self) -> AuralytikHook:
+        return AuralytikHook(self.auralytik_conn_id)
+
+    def _window(self) -> DateWindow:
+        def rendered(value: Any) -> Any:
+            return None if value in (None, "", "None") else value
+
+        return DateWindow.resolve(rendered(self.date_from), rendered(self.date_to))
+
+    def _filters(self) -> ConversationFilters:
+        from airflow_provider_auralytik.utils.listing import ConversationFilters
+
+        return ConversationFilters(channel_id=self.channel_id, campaign_id=self.campaign_id, status=self.status)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_auralytik.utils.listing import WindowListing
+        from airflow_provider_auralytik.utils.progress import Progress
+        from airflow_provider_auralytik.utils.writer import PartWriter, resolve_destination
+
+        window, filters = self._window(), self._filters()
+        destination = resolve_destination(self.destination, self.destination_conn_id)
+        started = datetime.now(UTC)
+        listing = WindowListing(self.hook, window, filters, page_size=self.page_size)
+        progress = Progress(self.log, self.kind, total=lambda: listing.estimated_total)
+        self.log.info(
+            "Exporting Auralytik %s for %s%s to %s",
+            self.kind,
+            window,
+            f" (filters {filters.as_dict()})" if filters.as_dict() else "",
+            destination,
+        )
+        try:
+            with PartWriter(
+                destination, compression=self.compression, max_records_per_part=self.max_records_per_part
+            ) as writer:
+                details = self._export(listing, writer, progress)
+                manifest = writer.commit(
+                    {
+                        "manifest_version": 1,
+                        "kind": self.kind,
+                        "provider": "airflow-provider-auralytik",
+                        "provider_version": __version__,
+                        "api_host": self.hook.base_url,
+                        "window": window.as_dict(),
+                        "filters": filters.as_dict(),
+                        "started_at": format_instant(started),
+                        "finished_at": format_instant(datetime.now(UTC)),
+                        **details,
+                    }
+                )
+        finally:
+            self.hook.close()
+        self.destination_path = destination
+        self.manifest = manifest
+        summary = {
+            "destination": str(destination),
+            "manifest": str(destination / "_manifest.json"),
+            "files": len(manifest["files"]),
+            **manifest["counts"],
+        }
+        self.log.info("Done: %s. %s", progress.line(), summary)
+        return summary
+
+
+class AuralytikExportConversationsOperator(_AuralytikExportOperator):
+    """
+    Export every conversation created in ``[date_from, date_to)`` as JSON Lines, once each.
+
+    Each line is the conversation object as the API returned it, unknown fields included.
+    Returns a small summary (destination, files, counts) to XCom.
+
+    .. seealso:: parameters in :class:`_AuralytikExportOperator`.
+    """
+
+    kind = "conversations"
+
+    def _export(self, listing: WindowListing, writer: PartWriter, progress: Progress) -> dict[str, Any]:
+        for conversation in listing:
+            writer.write(conversation)
+            progress.add()
+        return {"counts": {"conversations": writer.records_written}, "api_requests": listing.requests}
+
+
+class AuralytikExportMessagesOperator(_AuralytikExportOperator):
+    """
+    Export the PII-masked messages of every conversation created in ``[date_from, date_to)``.
+
+    One JSON line per message: the message object as returned, plus ``conversationId``. Messages
+    are fetched ``max_concurrency`` conversations at a time, and written in listing order.
+
+    :param max_concurrency: Conversations fetched at once (default 16).
+    :param pii_guard: Second line of defence on message text after the API's own masking:
+        ``"mask"`` (default) masks phone numbers and e-mail addresses that slipped through,
+        ``"fail"`` fails the task on the first one, ``"off"`` does not scan. Findings are counted
+        in the manifest (never logged).
+
+    .. seealso:: the other parameters in :class:`_AuralytikExportOperator`.
+    """
+
+    kind = "messages"
+
+    def __init__(self, *, max_concurrency: int = 16, pii_guard: str = "mask", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be a positive integer, not {max_concurrency!r}.")
+        if pii_guard not in ("mask", "fail", "off"):
+            raise ValueError(f"pii_guard must be 'mask', 'fail' or 'off', not {pii_guard!r}.")
+        self.max_concurrency = max_concurrency
+        self.pii_guard = pii_guard
+
+    @cached_property
+    def hook(self) -> AuralytikHook:
+        return AuralytikHook(self.auralytik_conn_id, max_concurrency=self.max_concurrency)
+
+    def _fetch(self, conversation: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
+        conversation_id = str(conversation["id"])
+        try:
+            return conversation_id, self.hook.get_messages(conversation_id)
+        except AuralytikNotFoundError:
+            return conversation_id, None
+
+    def _export(self, listing: WindowListing, writer: PartWriter, progress: Progress) -> dict[str, Any]:
+        from airflow_provider_auralytik.utils.concurrency import ordered_map
+        from airflow_provider_auralytik.utils.pii import PiiGuard
+
+        progress.noun = "conversations"
+        guard = PiiGuard(self.pii_guard)
+        skipped: list[dict[str, str]] = []
+        conversations = 0
+        fetched: Iterator[tuple[str, list[dict[str, Any]] | None]] = ordered_map(
+            self._fetch, listing, workers=self.max_concurrency
+        )
+        for conversation_id, messages in fetched:
+            conversations += 1
+            if messages is None:
+                self.log.warning("Conversation %s is gone (404) since it was listed: skipped.", conversation_id)
+                skipped.append({"conversation_id": conversation_id, "reason": "not found (404) after listing"})
+            else:
+                for message in messages:
+                    writer.write({**guard.check_message(message), "conversationId": conversation_id})
+            progress.add()
+        return {
+            "counts": {
+                "conversations": conversations,
+                "messages": writer.records_written,
+                "skipped_conversations": len(skipped),
+            },
+            "skipped": skipped,
+            "pii_guard": {"mode": self.pii_guard, "findings": dict(guard.findings)},
+            "api_requests": listing.requests + conversations,
+        }
