@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://api.auralytik.com/v1"
 MAX_PAGE_SIZE = 100
 USER_AGENT = f"airflow-provider-auralytik/{__version__}"
+POOL_HEADROOM = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,9 +424,8 @@ class AuralytikHook(BaseHook):
 
         settings = self.settings
         session = requests.Session()
-        adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=max(settings.max_concurrency, 1), max_retries=0, pool_block=False
-        )
+        # Headroom over max_concurrency for the thread that lists while the workers fetch.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.max_concurrency + POOL_HEADROOM, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers.update(self._default_headers(settings))

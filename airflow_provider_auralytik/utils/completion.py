@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from airflow_provider_auralytik.hooks.auralytik import AuralytikNotFoundError
 from airflow_provider_auralytik.utils.listing import ConversationFilters
 from airflow_provider_auralytik.utils.window import UTC, DateWindow, format_instant, parse_instant
 
@@ -83,7 +84,13 @@ def check_ids(conversation_ids: Sequence[str], memory: CompletionMemory) -> Chec
     for conversation_id in dict.fromkeys(conversation_ids):
         if conversation_id in memory.completed_ids:
             continue
-        conversation = yield ConversationCall(conversation_id)
+        try:
+            conversation = yield ConversationCall(conversation_id)
+        except AuralytikNotFoundError:
+            raise AuralytikNotFoundError(
+                f"Conversation {conversation_id!r} does not exist (HTTP 404): check conversation_ids.",
+                status=404,
+            ) from None
         requests += 1
         if conversation.get("status") == COMPLETED:
             memory.completed_ids.add(conversation_id)
@@ -157,29 +164,64 @@ def check_window(
     return Completion(max(pending, 0), total, requests)
 
 
+def build_check(
+    memory: CompletionMemory,
+    *,
+    conversation_ids: Sequence[str] | None = None,
+    date_from: datetime | str | None = None,
+    date_to: datetime | str | None = None,
+    channel_id: str | None = None,
+    campaign_id: str | None = None,
+) -> Check:
+    """The check for what a sensor names: its ``conversation_ids`` if given, else its window."""
+    if conversation_ids:
+        return check_ids(list(conversation_ids), memory)
+    window = DateWindow.resolve(date_from, date_to)
+    return check_window(window, ConversationFilters(channel_id=channel_id, campaign_id=campaign_id), memory)
+
+
 def run_sync(check: Check, hook: Any) -> Completion:
     """Drive a check with ``AuralytikHook``'s sync methods (sensor)."""
-    try:
-        call = next(check)
-        while True:
-            if isinstance(call, PageCall):
-                answer = hook.get_conversations_page(**call.query)
+    step: Call | Completion = next(check)
+    while not isinstance(step, Completion):
+        try:
+            if isinstance(step, PageCall):
+                answer = hook.get_conversations_page(**step.query)
             else:
-                answer = hook.get_conversation(call.conversation_id)
-            call = check.send(answer)
-    except StopIteration as stop:
-        return stop.value
+                answer = hook.get_conversation(step.conversation_id)
+        except Exception as exc:
+            step = _throw(check, exc)
+        else:
+            step = _send(check, answer)
+    return step
 
 
 async def run_async(check: Check, hook: Any) -> Completion:
     """Drive a check with ``AuralytikHook``'s async methods (trigger)."""
-    try:
-        call = next(check)
-        while True:
-            if isinstance(call, PageCall):
-                answer = await hook.aget_conversations_page(**call.query)
+    step: Call | Completion = next(check)
+    while not isinstance(step, Completion):
+        try:
+            if isinstance(step, PageCall):
+                answer = await hook.aget_conversations_page(**step.query)
             else:
-                answer = await hook.aget_conversation(call.conversation_id)
-            call = check.send(answer)
+                answer = await hook.aget_conversation(step.conversation_id)
+        except Exception as exc:
+            step = _throw(check, exc)
+        else:
+            step = _send(check, answer)
+    return step
+
+
+def _send(check: Check, answer: Any) -> Call | Completion:
+    try:
+        return check.send(answer)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _throw(check: Check, exc: Exception) -> Call | Completion:
+    """Hand a failed call to the check, which may explain it better (an unknown id)."""
+    try:
+        return check.throw(exc)
     except StopIteration as stop:
         return stop.value

@@ -48,8 +48,7 @@ def parse_instant(value: datetime | str, *, name: str = "date") -> datetime:
         raise TypeError(f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}.")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(
-            f"{name}={value!s} has no time zone: pass an aware datetime or an ISO 8601 string with Z "
-            "or an offset."
+            f"{name}={value!s} has no time zone: pass an aware datetime or an ISO 8601 string with Z or an offset."
         )
     return parsed.astimezone(UTC)
 
@@ -81,8 +80,7 @@ class DateWindow:
     def __post_init__(self) -> None:
         if self.end < self.start:
             raise ValueError(
-                f"date_to ({format_instant(self.end)}) is before date_from ({format_instant(self.start)}): "
-                "swap them."
+                f"date_to ({format_instant(self.end)}) is before date_from ({format_instant(self.start)}): swap them."
             )
 
     @classmethod

@@ -1,0 +1,648 @@
+"""A local HTTP server speaking the Auralytik Conversations API (standard library only).
+
+Used by the README demo, the end-to-end tests and the benchmarks::
+
+    with Sandbox(SandboxConfig(days=3, per_day=40)) as sandbox:
+        requests.get(f"{sandbox.url}/conversations", headers={"Authorization": f"Bearer {sandbox.api_key}"})
+
+Binds to 127.0.0.1 by default; never talks to the real API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import random
+import socket
+import socketserver
+import threading
+import time
+from datetime import date, datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from airflow_provider_auralytik.sandbox.data import (
+    STATUS_COMPLETED,
+    US,
+    ConversationRecord,
+    Dataset,
+    SandboxConfig,
+    generate_messages,
+    parse_iso_us,
+    to_us,
+)
+
+__all__ = ["Sandbox", "SandboxStats"]
+
+_JSON = "application/json; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
+_BASE = "/v1"
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_KINDS = ("list", "get", "messages", "other")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _error_body(code: str, message: str, **extra: Any) -> bytes:
+    return _dumps({"error": {"code": code, "message": message, **extra}}).encode()
+
+
+class _BadRequest(Exception):
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.message = message
+
+
+class _Response:
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = _JSON,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+
+
+# --------------------------------------------------------------------------------------------------
+# Stats
+# --------------------------------------------------------------------------------------------------
+class SandboxStats:
+    """Thread-safe request counters. Read the properties at any time; ``reset()`` zeroes them.
+
+    ``requests``: every HTTP request received; ``by_kind``: per endpoint kind (``list``, ``get``,
+    ``messages``, ``other``); ``by_status``: per status code of the responses actually sent;
+    ``faults``: injected faults (``429``, ``5xx``, ``drop``, ``malformed``); ``in_flight`` and
+    ``max_in_flight``: requests being handled now / at most at the same time; ``connections``:
+    TCP connections accepted (fewer than ``requests`` when clients keep connections alive).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._connections = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._by_kind: dict[str, int] = {}
+        self._by_status: dict[int, int] = {}
+        self._faults: dict[str, int] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests = 0
+            self._connections = 0
+            self._max_in_flight = self._in_flight
+            self._by_kind = dict.fromkeys(_KINDS, 0)
+            self._by_status = {}
+            self._faults = dict.fromkeys(("429", "5xx", "drop", "malformed"), 0)
+
+    # -- recording (server side) ----------------------------------------------------------------------
+    def _connected(self) -> None:
+        with self._lock:
+            self._connections += 1
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._requests += 1
+            self._in_flight += 1
+            if self._in_flight > self._max_in_flight:
+                self._max_in_flight = self._in_flight
+
+    def _end(self, kind: str, status: int | None, fault: str | None) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
+            if status is not None:
+                self._by_status[status] = self._by_status.get(status, 0) + 1
+            if fault is not None:
+                self._faults[fault] = self._faults.get(fault, 0) + 1
+
+    # -- reading ------------------------------------------------------------------------------------------
+    @property
+    def requests(self) -> int:
+        with self._lock:
+            return self._requests
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return self._connections
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        with self._lock:
+            return self._max_in_flight
+
+    @property
+    def by_kind(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._by_kind)
+
+    @property
+    def by_status(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._by_status)
+
+    @property
+    def faults(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._faults)
+
+    def snapshot(self) -> dict[str, Any]:
+        """All counters at once, consistent with each other."""
+        with self._lock:
+            return {
+                "requests": self._requests,
+                "connections": self._connections,
+                "in_flight": self._in_flight,
+                "max_in_flight": self._max_in_flight,
+                "by_kind": dict(self._by_kind),
+                "by_status": dict(self._by_status),
+                "faults": dict(self._faults),
+            }
+
+    def __repr__(self) -> str:
+        return f"SandboxStats({self.snapshot()!r})"
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP plumbing
+# --------------------------------------------------------------------------------------------------
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: Sandbox) -> None:
+        self.app = app
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind() calls socket.getfqdn(), a reverse DNS lookup: skip it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def track(self, sock: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(sock)
+
+    def untrack(self, sock: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(sock)
+
+    def close_connections(self) -> None:
+        """Shut down every open keep-alive connection (their threads then exit)."""
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "AuralytikSandbox/1.0"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    timeout = 120  # idle keep-alive connections are closed after this many seconds
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+        self.server.app.stats._connected()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence per-request logging
+        return
+
+    def do_GET(self) -> None:
+        self.server.app._handle(self)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    global _date_cache
+    now = int(time.time())
+    cached = _date_cache
+    if cached[0] != now:
+        cached = (now, email.utils.formatdate(now, usegmt=True))
+        _date_cache = cached
+    return cached[1]
+
+
+def _route(path: str) -> tuple[str, str | None]:
+    """``(kind, conversation id)`` of a request path."""
+    if not path.startswith(_BASE + "/"):
+        return "other", None
+    parts = path[len(_BASE) + 1 :].rstrip("/").split("/")
+    if parts[0] != "conversations":
+        return "other", None
+    if len(parts) == 1:
+        return "list", None
+    conv_id = unquote(parts[1])
+    if not conv_id:
+        return "other", None
+    if len(parts) == 2:
+        return "get", conv_id
+    if len(parts) == 3 and parts[2] == "messages":
+        return "messages", conv_id
+    return "other", None
+
+
+def _int_param(params: dict[str, list[str]], name: str, default: int, low: int, high: int | None) -> int:
+    values = params.get(name)
+    if not values:
+        return default
+    raw = values[0].strip()
+    try:
+        if not raw.lstrip("+-").isdigit():
+            raise ValueError(raw)
+        value = int(raw)
+    except ValueError:
+        raise _BadRequest(name, f"{name} must be an integer, got {values[0]!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise _BadRequest(name, f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def _date_param(params: dict[str, list[str]], name: str) -> int | None:
+    values = params.get(name)
+    if not values:
+        return None
+    try:
+        return parse_iso_us(values[0])
+    except ValueError:
+        raise _BadRequest(name, f"{name} must be an ISO 8601 timestamp with a timezone") from None
+
+
+def _str_param(params: dict[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    return values[0] if values else None
+
+
+# --------------------------------------------------------------------------------------------------
+# The sandbox
+# --------------------------------------------------------------------------------------------------
+class Sandbox:
+    """A fake Auralytik API on ``http://127.0.0.1:<port>/v1``, serving in a background thread.
+
+    ``port=0`` picks a free port. Use as a context manager, or ``start()`` / ``stop()``.
+    """
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.config = config or SandboxConfig()
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self.start_date: date = self.config.start_date()
+        self._data = Dataset(self.config, self.start_date)
+        self.stats = SandboxStats()
+        self._fault_rng = random.Random(f"auralytik:{self.config.seed}:faults")
+        self._fault_lock = threading.Lock()
+        self._t0 = time.time()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        """Bind, then serve in a daemon thread. Returns ``self``."""
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self._requested_port), self)
+        self._port = int(server.server_address[1])
+        self._t0 = time.time()
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"auralytik-sandbox-{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close the listening socket and every open connection."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The API base URL, e.g. ``http://127.0.0.1:8080/v1``."""
+        return f"http://{self.host}:{self.port}{_BASE}"
+
+    @property
+    def api_key(self) -> str:
+        return self.config.api_key
+
+    # -- ground truth and test hooks ------------------------------------------------------------------
+    @property
+    def data_start(self) -> datetime:
+        """Start of the generated data (UTC midnight of the first day)."""
+        return datetime.fromtimestamp(self._data.start_us / US, tz=timezone.utc)
+
+    @property
+    def data_end(self) -> datetime:
+        """End (exclusive) of the generated data: UTC midnight after the last day."""
+        return datetime.fromtimestamp(self._data.end_us / US, tz=timezone.utc)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def conversations_in(
+        self, date_from: datetime | date | str | None = None, date_to: datetime | date | str | None = None
+    ) -> list[str]:
+        """Ids of the conversations with ``date_from <= createdAt < date_to`` (half-open), in
+        listing order (createdAt descending, then id). ``None`` leaves a side unbounded."""
+        from_us = None if date_from is None else to_us(date_from)
+        to_excl = None if date_to is None else to_us(date_to)
+        with self._data.lock:
+            lo, hi = self._data.range_indices(from_us, None if to_excl is None else to_excl - 1)
+            return [r.id for r in self._data.records[lo:hi]]
+
+    def all_conversations(self) -> list[dict[str, Any]]:
+        """Every conversation as the API would return it now, in listing order."""
+        now = time.time()
+        with self._data.lock:
+            records = list(self._data.records)
+        return [self._record_dict(r, now) for r in records]
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        """The conversation as the API would return it now, or ``None``."""
+        record = self._data.by_id.get(conversation_id)
+        return None if record is None else self._record_dict(record, time.time())
+
+    def messages(self, conversation_id: str, exclude_pii: bool = False) -> list[dict[str, Any]]:
+        """The messages the API returns for that conversation (raises ``KeyError`` if unknown)."""
+        record = self._data.by_id[conversation_id]
+        return generate_messages(
+            self.config.seed, record, exclude_pii=exclude_pii, pii_leak_rate=self.config.pii_leak_rate
+        )
+
+    def add_conversation(self, **fields: Any) -> dict[str, Any]:
+        """Insert a conversation; API field names (``createdAt``, ``channelId``, …) override the
+        drawn values, unknown fields are kept. ``createdAt``/``startedAt`` take an ISO string or a
+        datetime (default: now). Giving ``status`` freezes the status; otherwise it moves from
+        ``active`` to ``completed`` like any other. Returns the object as served now."""
+        record = self._data.add(fields)
+        return self._record_dict(record, time.time())
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        """Remove a conversation: afterwards the API answers 404 for it. ``KeyError`` if unknown."""
+        self._data.delete(conversation_id)
+
+    def insert_random_conversations(self, count: int) -> list[str]:
+        """Insert ``count`` conversations at random seconds inside the data's range; their ids."""
+        return [r.id for r in self._data.insert_random(count)]
+
+    def completion_time(self, conversation_id: str) -> datetime:
+        """When that conversation becomes (or became) ``completed``."""
+        record = self._data.by_id[conversation_id]
+        return datetime.fromtimestamp(record.completes_at(self._t0, self.config.complete_within), tz=timezone.utc)
+
+    def reset_stats(self) -> None:
+        self.stats.reset()
+
+    # -- request handling ----------------------------------------------------------------------------------
+    def _record_dict(self, record: ConversationRecord, now: float) -> dict[str, Any]:
+        status = record.status_at(now, self._t0, self.config.complete_within)
+        return record.as_dict(status == STATUS_COMPLETED)
+
+    def _record_json(self, record: ConversationRecord, now: float) -> str:
+        if record.fixed:
+            return record.json(True, _dumps)
+        completed = now >= record.completes_at(self._t0, self.config.complete_within)
+        return record.json(completed, _dumps)
+
+    def _roll_fault(self) -> str | None:
+        cfg = self.config
+        if not (cfg.rate_429 or cfg.rate_5xx or cfg.rate_drop or cfg.rate_malformed):
+            return None
+        with self._fault_lock:
+            u = self._fault_rng.random()
+        for name, rate in (
+            ("429", cfg.rate_429),
+            ("5xx", cfg.rate_5xx),
+            ("drop", cfg.rate_drop),
+            ("malformed", cfg.rate_malformed),
+        ):
+            if u < rate:
+                return name
+            u -= rate
+        return None
+
+    def _handle(self, handler: _Handler) -> None:
+        stats = self.stats
+        stats._begin()
+        kind, status, fault = "other", None, None
+        try:
+            length = handler.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > 0:
+                handler.rfile.read(int(length))
+            if self.config.latency_ms:
+                time.sleep(self.config.latency_ms / 1000.0)
+            split = urlsplit(handler.path)
+            kind, conv_id = _route(split.path)
+            if handler.command != "GET":
+                kind = "other"
+            scheme, _, token = handler.headers.get("Authorization", "").strip().partition(" ")
+            if scheme.lower() != "bearer" or token.strip() != self.config.api_key:
+                response = _Response(
+                    401,
+                    _error_body("unauthorized", "Missing or invalid API key"),
+                    headers={"WWW-Authenticate": 'Bearer realm="auralytik"'},
+                )
+            else:
+                fault = self._roll_fault()
+                if fault == "drop":
+                    handler.close_connection = True
+                    return
+                if fault == "429":
+                    response = self._too_many_requests()
+                elif fault == "5xx":
+                    response = self._server_error()
+                else:
+                    response = self._answer(handler, kind, conv_id, split.query)
+                    if fault == "malformed":
+                        if response.status == 200:
+                            response.body = response.body[: max(1, len(response.body) // 2)]
+                        else:
+                            fault = None
+            status = response.status
+            self._send(handler, response)
+            if kind == "list" and status == 200 and self.config.insert_during_listing:
+                self._data.insert_random(self.config.insert_during_listing)
+        finally:
+            stats._end(kind, status, fault)
+
+    def _answer(self, handler: _Handler, kind: str, conv_id: str | None, query: str) -> _Response:
+        if handler.command != "GET":
+            return _Response(
+                405,
+                _error_body("method_not_allowed", f"{handler.command} is not allowed"),
+                headers={"Allow": "GET"},
+            )
+        if kind == "list":
+            try:
+                return self._list(parse_qs(query))
+            except _BadRequest as exc:
+                return _Response(400, _error_body("invalid_parameter", exc.message, parameter=exc.parameter))
+        if kind in ("get", "messages") and conv_id is not None:
+            record = self._data.by_id.get(conv_id)
+            if record is None:
+                return _Response(404, _error_body("not_found", f"conversation {conv_id!r} not found"))
+            if kind == "get":
+                return _Response(200, self._record_json(record, time.time()).encode())
+            exclude = handler.headers.get("X-Exclude-PII", "").strip().lower() in _TRUE
+            messages = generate_messages(
+                self.config.seed, record, exclude_pii=exclude, pii_leak_rate=self.config.pii_leak_rate
+            )
+            return _Response(200, _dumps({"conversationId": record.id, "messages": messages}).encode())
+        return _Response(404, _error_body("not_found", f"no route for {handler.path.split('?')[0]!r}"))
+
+    def _list(self, params: dict[str, list[str]]) -> _Response:
+        page = _int_param(params, "page", 1, 1, None)
+        page_size = _int_param(params, "pageSize", 25, 1, 100)
+        from_us = _date_param(params, "dateFrom")
+        to_us_incl = _date_param(params, "dateTo")  # inclusive, on purpose (worst case)
+        channel = _str_param(params, "channelId")
+        campaign = _str_param(params, "campaignId")
+        status = _str_param(params, "status")
+        now = time.time()
+        t0, within = self._t0, self.config.complete_within
+        offset = (page - 1) * page_size
+        data = self._data
+        with data.lock:
+            lo, hi = data.range_indices(from_us, to_us_incl)
+            records = data.records
+            if channel is None and campaign is None and status is None:
+                total = hi - lo
+                start = lo + offset
+                selected = records[start : min(start + page_size, hi)] if start < hi else []
+            else:
+                matched: list[ConversationRecord] = []
+                for i in range(lo, hi):
+                    r = records[i]
+                    fields = r.fields
+                    if channel is not None and fields.get("channelId") != channel:
+                        continue
+                    if campaign is not None and fields.get("campaignId") != campaign:
+                        continue
+                    if status is not None and r.status_at(now, t0, within) != status:
+                        continue
+                    matched.append(r)
+                total = len(matched)
+                selected = matched[offset : offset + page_size]
+        parts = ",".join([self._record_json(r, now) for r in selected])
+        body = f'{{"data":[{parts}],"page":{page},"pageSize":{page_size},"totalCount":{total}}}'
+        return _Response(200, body.encode())
+
+    def _too_many_requests(self) -> _Response:
+        retry_after = self.config.retry_after
+        if self.config.retry_after_http_date:
+            value = email.utils.formatdate(int(time.time()) + retry_after + 1, usegmt=True)
+        else:
+            value = str(retry_after)
+        return _Response(
+            429,
+            _error_body("rate_limited", "Too many requests, slow down"),
+            headers={"Retry-After": value},
+        )
+
+    def _server_error(self) -> _Response:
+        with self._fault_lock:
+            code = 502 if self._fault_rng.random() < 0.5 else 503
+        phrase = HTTPStatus(code).phrase
+        body = (
+            f"<html><head><title>{code} {phrase}</title></head>"
+            f"<body><center><h1>{code} {phrase}</h1></center><hr><center>nginx</center></body></html>\n"
+        )
+        return _Response(code, body.encode(), _HTML)
+
+    @staticmethod
+    def _send(handler: _Handler, response: _Response) -> None:
+        status = response.status
+        lines = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            f"Server: {_Handler.server_version}",
+            f"Date: {_http_date()}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+        ]
+        if response.headers:
+            lines.extend(f"{k}: {v}" for k, v in response.headers.items())
+        if handler.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            handler.wfile.write(head if handler.command == "HEAD" else head + response.body)
+        except OSError:
+            handler.close_connection = True

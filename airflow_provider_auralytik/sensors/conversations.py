@@ -1,0 +1,124 @@
+"""Wait until conversations reach status ``completed``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_auralytik._compat import AirflowException, BaseSensorOperator, conf
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
+from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
+from airflow_provider_auralytik.utils.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, DateWindow
+
+if TYPE_CHECKING:
+    from airflow_provider_auralytik._compat import Context
+    from airflow_provider_auralytik.utils.completion import Check, CompletionMemory
+
+
+class AuralytikConversationsCompletedSensor(BaseSensorOperator):
+    """
+    Wait until every conversation named, or every conversation of a window, has status ``completed``.
+
+    Name what to wait for with ``conversation_ids``, or with a window: ``date_from``/``date_to``
+    (half-open on ``createdAt``, default the run's data interval, same rule as the exports) and the
+    ``channel_id``/``campaign_id`` filters. A poke over a window costs a few requests whatever the
+    number of conversations in it. An unknown conversation id fails at once.
+
+    :param conversation_ids: Conversation ids (templated). When given, the window is not used.
+    :param date_from: / :param date_to: The window (templated).
+    :param channel_id: / :param campaign_id: Filters of the window (templated).
+    :param auralytik_conn_id: Connection of type ``auralytik``.
+    :param deferrable: Wait in the triggerer (``AuralytikConversationsCompletedTrigger``) instead
+        of a worker slot. Default: ``[operators] default_deferrable``.
+
+    ``mode``, ``poke_interval``, ``timeout`` and ``soft_fail`` behave as in every Airflow sensor,
+    in every mode.
+    """
+
+    template_fields: Sequence[str] = ("conversation_ids", "date_from", "date_to", "channel_id", "campaign_id")
+    ui_color = "#f0eee4"
+
+    def __init__(
+        self,
+        *,
+        conversation_ids: Sequence[str] | None = None,
+        date_from: datetime | str | None = DEFAULT_DATE_FROM,
+        date_to: datetime | str | None = DEFAULT_DATE_TO,
+        channel_id: str | None = None,
+        campaign_id: str | None = None,
+        auralytik_conn_id: str = AuralytikHook.default_conn_name,
+        deferrable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(conversation_ids, str):
+            raise TypeError("conversation_ids must be a list of ids, not a single string.")
+        self.conversation_ids = conversation_ids
+        self.date_from = date_from
+        self.date_to = date_to
+        self.channel_id = channel_id
+        self.campaign_id = campaign_id
+        self.auralytik_conn_id = auralytik_conn_id
+        if deferrable is None:
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+        self.deferrable = deferrable
+
+    @cached_property
+    def hook(self) -> AuralytikHook:
+        return AuralytikHook(self.auralytik_conn_id)
+
+    @cached_property
+    def _memory(self) -> CompletionMemory:
+        from airflow_provider_auralytik.utils.completion import CompletionMemory
+
+        return CompletionMemory()
+
+    def _target(self) -> dict[str, Any]:
+        """What to wait for, as plain values (shared by the poke and the trigger)."""
+        if self.conversation_ids:
+            return {"conversation_ids": [str(c) for c in self.conversation_ids]}
+
+        def rendered(value: Any) -> Any:
+            return None if value in (None, "", "None") else value
+
+        window = DateWindow.resolve(rendered(self.date_from), rendered(self.date_to))
+        return {
+            **window.as_dict(),
+            "channel_id": self.channel_id or None,
+            "campaign_id": self.campaign_id or None,
+        }
+
+    def _check(self) -> Check:
+        from airflow_provider_auralytik.utils.completion import build_check
+
+        return build_check(self._memory, **self._target())
+
+    def poke(self, context: Context) -> bool:
+        from airflow_provider_auralytik.utils.completion import run_sync
+
+        completion = run_sync(self._check(), self.hook)
+        self.log.info("%s", completion.describe())
+        return completion.done
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return None
+        self.defer(
+            trigger=AuralytikConversationsCompletedTrigger(
+                auralytik_conn_id=self.auralytik_conn_id,
+                poll_interval=self.poke_interval,
+                **self._target(),
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> None:
+        """Resume after the trigger fired: succeed, or fail with its message."""
+        if event.get("status") != "success":
+            raise AirflowException(event.get("message") or "The Auralytik trigger ended without success.")
+        self.log.info("%s", event.get("message"))

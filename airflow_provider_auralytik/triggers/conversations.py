@@ -1,0 +1,103 @@
+"""Deferrable wait: poll in the triggerer until the conversations are completed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow_provider_auralytik._compat import BaseTrigger, TriggerEvent
+from airflow_provider_auralytik.hooks.auralytik import (
+    AuralytikApiError,
+    AuralytikAuthError,
+    AuralytikHook,
+    AuralytikNotFoundError,
+)
+
+
+class AuralytikConversationsCompletedTrigger(BaseTrigger):
+    """
+    Fire once every conversation named, or every conversation of a window, is ``completed``.
+
+    Serialises to plain values (the connection id, never the key). A transient fault that outlives
+    the hook's retries is logged and polled again; a permanent one (a refused key, an unknown id,
+    a refused request) ends the wait with an ``error`` event. The task's ``timeout`` is enforced by
+    Airflow through ``defer(timeout=...)``.
+
+    Events: ``{"status": "success" | "error", "message": str, "pending": int, "total": int | None}``.
+
+    :param auralytik_conn_id: Connection of type ``auralytik``.
+    :param conversation_ids: The conversations to wait for; or else the window below.
+    :param date_from: / :param date_to: The half-open window on ``createdAt`` (ISO 8601 strings).
+    :param channel_id: / :param campaign_id: Filters of the window.
+    :param poll_interval: Seconds between checks.
+    """
+
+    def __init__(
+        self,
+        *,
+        auralytik_conn_id: str = AuralytikHook.default_conn_name,
+        conversation_ids: list[str] | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+        channel_id: str | None = None,
+        campaign_id: str | None = None,
+        poll_interval: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.auralytik_conn_id = auralytik_conn_id
+        self.conversation_ids = list(conversation_ids) if conversation_ids else None
+        self.date_from = date_from
+        self.date_to = date_to
+        self.channel_id = channel_id
+        self.campaign_id = campaign_id
+        self.poll_interval = float(poll_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "auralytik_conn_id": self.auralytik_conn_id,
+                "conversation_ids": self.conversation_ids,
+                "date_from": self.date_from,
+                "date_to": self.date_to,
+                "channel_id": self.channel_id,
+                "campaign_id": self.campaign_id,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_auralytik.utils.completion import CompletionMemory, build_check, run_async
+
+        hook = AuralytikHook(self.auralytik_conn_id)
+        memory = CompletionMemory()
+        try:
+            while True:
+                try:
+                    check = build_check(
+                        memory,
+                        conversation_ids=self.conversation_ids,
+                        date_from=self.date_from,
+                        date_to=self.date_to,
+                        channel_id=self.channel_id,
+                        campaign_id=self.campaign_id,
+                    )
+                    completion = await run_async(check, hook)
+                except (AuralytikAuthError, AuralytikNotFoundError, ValueError) as exc:
+                    yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
+                    return
+                except AuralytikApiError as exc:
+                    if exc.status is not None:  # a refused request: asking again will not help
+                        yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
+                        return
+                    self.log.warning("%s Polling again in %.0f s.", exc, self.poll_interval)
+                else:
+                    event = {"message": completion.describe(), "pending": completion.pending}
+                    if completion.done:
+                        yield TriggerEvent({"status": "success", **event, "total": completion.total})
+                        return
+                    self.log.info("%s Checking again in %.0f s.", completion.describe(), self.poll_interval)
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            await hook.aclose()
