@@ -163,7 +163,7 @@ class _AuralytikExportOperator(BaseOperator):
             "files": len(manifest["files"]),
             **manifest["counts"],
         }
-        self.log.info("Done: %s. %s", progress.line(), summary)
+        self.log.info("Done: %s. %s", progress.summary(), summary)
         return summary
 
 

@@ -121,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
-    sandbox = Sandbox(config, host=args.host, port=args.port).start()
+    try:
+        sandbox = Sandbox(config, host=args.host, port=args.port).start()
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     try:
         print(f"Auralytik sandbox listening on {sandbox.url} (API key: {sandbox.api_key})", flush=True)
         while not stop.wait(0.2):

@@ -195,7 +195,6 @@ class ConversationRecord:
         "_json_completed",
         "completion_u",
         "created_us",
-        "ended_text",
         "fields",
         "fixed",
         "id",
@@ -221,13 +220,17 @@ class ConversationRecord:
         self.sort_key = (-created_us, conv_id)
         self.started_us = started_us
         self.natural_end = natural_end_us / US  # epoch seconds (float), compared with time.time()
-        self.ended_text = format_us(natural_end_us)
         self.message_count = message_count
         self.completion_u = completion_u  # in [0, 1): position of the completion inside complete_within
         self.fields = fields
         self.fixed = fixed
         self._json_active: str | None = None
         self._json_completed: str | None = None
+
+    def ended_text(self) -> str:
+        """``endedAt`` once completed: the natural end (startedAt + duration)."""
+        seconds = self.natural_end
+        return format_us(round(seconds * US)) if seconds % 1 else format_us(int(seconds) * US)
 
     def completes_at(self, t0: float, complete_within: float) -> float:
         """Epoch seconds at which the conversation becomes ``completed``."""
@@ -244,7 +247,7 @@ class ConversationRecord:
         out = dict(self.fields)
         if not self.fixed:
             out["status"] = STATUS_COMPLETED if completed else STATUS_ACTIVE
-            out["endedAt"] = self.ended_text if completed else None
+            out["endedAt"] = self.ended_text() if completed else None
         return out
 
     def json(self, completed: bool, dumps: Callable[[Any], str]) -> str:
@@ -305,6 +308,7 @@ def make_record(
     if overrides.get("endedAt") is not None:
         natural_end_us = to_us(overrides["endedAt"])
     message_count = int(overrides.get("messageCount", drawn["messageCount"]))
+    created_text = format_us(created_us)
     fields: dict[str, Any] = {
         "id": conv_id,
         "channelId": drawn["channelId"],
@@ -312,9 +316,9 @@ def make_record(
         "status": STATUS_ACTIVE,
         "participantCount": drawn["participantCount"],
         "messageCount": message_count,
-        "startedAt": format_us(started_us),
+        "startedAt": created_text if started_us == created_us else format_us(started_us),
         "endedAt": None,
-        "createdAt": format_us(created_us),
+        "createdAt": created_text,
     }
     fields.update(drawn["_extra"])
     for key, value in overrides.items():

@@ -264,6 +264,14 @@ def _http_date() -> str:
     return cached[1]
 
 
+def _truncate(body: bytes) -> bytes:
+    """The first half of a JSON body, cut on a UTF-8 character boundary: valid UTF-8, invalid JSON."""
+    cut = max(1, len(body) // 2)
+    while cut > 1 and (body[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return body[:cut]
+
+
 def _route(path: str) -> tuple[str, str | None]:
     """``(kind, conversation id)`` of a request path."""
     if not path.startswith(_BASE + "/"):
@@ -415,7 +423,11 @@ class Sandbox:
         return datetime.fromtimestamp(self._data.end_us / US, tz=timezone.utc)
 
     def __len__(self) -> int:
+        """Number of conversations currently served."""
         return len(self._data)
+
+    def __bool__(self) -> bool:
+        return True
 
     def conversations_in(
         self, date_from: datetime | date | str | None = None, date_to: datetime | date | str | None = None
@@ -533,7 +545,7 @@ class Sandbox:
                     response = self._answer(handler, kind, conv_id, split.query)
                     if fault == "malformed":
                         if response.status == 200:
-                            response.body = response.body[: max(1, len(response.body) // 2)]
+                            response.body = _truncate(response.body)
                         else:
                             fault = None
             status = response.status

@@ -56,3 +56,8 @@ class Progress:
                 text += f", {rate:,.0f}/s, ETA {max(total - self.count, 0) / rate:,.0f}s"
                 return text
         return f"{text}, {rate:,.0f}/s"
+
+    def summary(self) -> str:
+        """The closing line: ``"4,814 messages in 0.4 s (12,035/s)"``."""
+        elapsed = max(self.clock() - self.started, 1e-9)
+        return f"{self.count:,} {self.noun} in {elapsed:,.1f} s ({self.count / elapsed:,.0f}/s)"

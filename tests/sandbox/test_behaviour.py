@@ -167,6 +167,11 @@ def test_fault_malformed_is_truncated_json(make_sandbox: Any) -> None:
             json.loads(resp.content)
     # errors are passed through untouched
     assert _get(sb, "/conversations/conv_999999").status_code == 404
+    # the cut never splits a UTF-8 character: the body decodes, only the JSON is broken
+    for cid in sb.conversations_in(None, None)[:30]:
+        content = _get(sb, f"/conversations/{cid}/messages").content
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(content.decode("utf-8"))
 
 
 def test_faults_apply_after_auth(make_sandbox: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,17 @@ def test_cli_rejects_bad_values() -> None:
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 2
     assert "fault rates" in err
+
+
+def test_cli_port_in_use_fails_cleanly() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = _spawn("--port", str(busy.getsockname()[1]), "--days", "1", "--per-day", "1")
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    assert "cannot listen" in err
+    assert out == ""
 
 
 def test_sandbox_does_not_import_airflow() -> None:

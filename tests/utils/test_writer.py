@@ -1,0 +1,377 @@
+"""PartWriter on local disk and on S3 (moto server through an Airflow connection)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_auralytik.utils import writer as writer_mod
+from airflow_provider_auralytik.utils.writer import (
+    PartInfo,
+    PartWriter,
+    iter_records,
+    read_manifest,
+    resolve_destination,
+)
+
+MANIFEST = "_manifest.json"
+
+
+class Store:
+    """A destination plus backend-independent views of what is really stored there."""
+
+    def __init__(self, kind: str, url: str, conn_id: str | None, tmp_path: Path, s3: Any = None) -> None:
+        self.kind = kind
+        self.url = url
+        self.conn_id = conn_id
+        self._tmp_path = tmp_path
+        self._s3 = s3
+        self.dest = resolve_destination(url, conn_id)
+
+    @property
+    def _prefix(self) -> str:
+        return self.url.split("/", 3)[3].rstrip("/") + "/"
+
+    def names(self) -> set[str]:
+        """Everything under the destination, as paths relative to it."""
+        if self.kind == "local":
+            root = Path(self.url)
+            return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+        return {key[len(self._prefix) :] for key in self._s3.keys(self._prefix)}
+
+    def read(self, name: str) -> bytes:
+        if self.kind == "local":
+            return (Path(self.url) / name).read_bytes()
+        data: bytes = self._s3.get(self._prefix + name)
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        """Write behind the writer's back (not through s3fs, so its listing cache does not see it)."""
+        if self.kind == "local":
+            path = Path(self.url) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        else:
+            self._s3.put(self._prefix + name, data)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "local":
+        return Store("local", str(tmp_path / "out"), None, tmp_path)
+    s3 = request.getfixturevalue("s3_server")
+    url = s3.url(f"exports/{uuid.uuid4().hex}/day=2024-01-15")
+    return Store("s3", url, s3.conn_id, tmp_path, s3)
+
+
+def records(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"id": f"c{i:06d}", "n": i, "status": "completed", "tags": ["a", "b"]} for i in range(start, start + n)]
+
+
+def run(store: Store, recs: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    with PartWriter(store.dest, **kwargs) as w:
+        for r in recs:
+            w.write(r)
+        return w.commit({"kind": "test"})
+
+
+def decode(data: bytes, gz: bool) -> list[dict[str, Any]]:
+    text = (gzip.decompress(data) if gz else data).decode("utf-8")
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("compression", "suffix"), [("gzip", ".jsonl.gz"), (None, ".jsonl")])
+def test_parts_roll_at_cap_and_match_manifest(store: Store, compression: str | None, suffix: str) -> None:
+    recs = records(25)
+    with PartWriter(store.dest, compression=compression, max_records_per_part=10) as w:
+        for r in recs:
+            w.write(r)
+        assert MANIFEST not in store.names()  # not before commit
+        manifest = w.commit({"window": {"from": "a", "to": "b"}})
+        assert w.records_written == 25
+        assert w.files == [PartInfo(**f) for f in manifest["files"]]
+        assert w.bytes_written == sum(f["bytes"] for f in manifest["files"])
+
+    names = [f"part-{i:05d}{suffix}" for i in range(3)]
+    assert store.names() == {*names, MANIFEST}
+    assert [f["path"] for f in manifest["files"]] == names
+    assert [f["rows"] for f in manifest["files"]] == [10, 10, 5]
+    assert manifest["format"] == "jsonl"
+    assert manifest["compression"] == compression
+    assert manifest["window"] == {"from": "a", "to": "b"}
+
+    got: list[dict[str, Any]] = []
+    for f in manifest["files"]:
+        data = store.read(f["path"])
+        assert len(data) == f["bytes"]
+        assert hashlib.sha256(data).hexdigest() == f["sha256"]
+        if compression == "gzip":
+            assert data[:2] == b"\x1f\x8b"
+        part = decode(data, gz=compression == "gzip")
+        assert len(part) == f["rows"]
+        got.extend(part)
+    assert got == recs
+
+    stored = json.loads(store.read(MANIFEST))
+    assert stored == manifest == read_manifest(store.dest)
+    assert store.read(MANIFEST).startswith(b'{\n  "')  # pretty-printed
+    assert list(iter_records(store.dest)) == recs
+
+
+def test_exact_multiple_of_cap_gives_no_empty_trailing_part(store: Store) -> None:
+    manifest = run(store, records(20), max_records_per_part=10)
+    assert [f["rows"] for f in manifest["files"]] == [10, 10]
+    assert store.names() == {"part-00000.jsonl.gz", "part-00001.jsonl.gz", MANIFEST}
+
+
+def test_manifest_is_written_last(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    run(store, records(30), max_records_per_part=10)  # an earlier run with 3 parts
+    seen: list[set[str]] = []
+    original = writer_mod.PartWriter._write_manifest
+
+    def spy(self: PartWriter, payload: bytes) -> None:
+        seen.append(store.names())
+        original(self, payload)
+
+    monkeypatch.setattr(writer_mod.PartWriter, "_write_manifest", spy)
+    run(store, records(5), max_records_per_part=10)
+    # When the manifest is written: old manifest gone, stale parts gone, this run's part complete.
+    assert seen == [{"part-00000.jsonl.gz"}]
+    assert store.names() == {"part-00000.jsonl.gz", MANIFEST}
+
+
+class Boom(Exception):
+    pass
+
+
+def failing_run(store: Store, n: int, seen: list[set[str]] | None = None, **kwargs: Any) -> None:
+    """Write ``n`` records, note what is stored (before and after writing), then fail inside the block."""
+    with PartWriter(store.dest, **kwargs) as w:
+        if seen is not None:
+            seen.append(store.names())
+        for r in records(n):
+            w.write(r)
+        if seen is not None:
+            seen.append(store.names())
+        raise Boom("api down")
+
+
+def test_exception_leaves_no_manifest_and_no_parts_of_this_run(store: Store) -> None:
+    store.put("README.txt", b"keep me")
+    seen: list[set[str]] = []
+    with pytest.raises(Boom, match="api down"):
+        failing_run(store, 25, seen, max_records_per_part=10)
+    assert {"part-00000.jsonl.gz", "part-00001.jsonl.gz"} <= seen[-1]  # closed parts were stored
+    assert store.names() == {"README.txt"}
+
+
+def test_failed_rerun_removes_previous_manifest(store: Store) -> None:
+    run(store, records(5))
+    assert MANIFEST in store.names()
+    seen: list[set[str]] = []
+    with pytest.raises(Boom):
+        failing_run(store, 1, seen)
+    assert MANIFEST not in seen[0]  # removed first, on __enter__
+    assert MANIFEST not in store.names()
+    assert read_manifest(store.dest) is None
+    with pytest.raises(FileNotFoundError, match=r"_manifest\.json"):
+        list(iter_records(store.dest))
+
+
+def test_no_commit_means_no_output(store: Store) -> None:
+    with PartWriter(store.dest, max_records_per_part=2) as w:
+        for r in records(5):
+            w.write(r)
+    assert store.names() == set()
+
+
+def test_rerun_replaces_and_keeps_unrelated_files(store: Store) -> None:
+    first = run(store, records(30), max_records_per_part=10)
+    assert len(first["files"]) == 3
+    store.put("README.txt", b"keep me")
+    store.put("sub/part-00009.jsonl.gz", b"nested, not ours")
+    store.put("part-00007.jsonl", b"stale leftover written behind s3fs's back")
+
+    second = run(store, records(4, start=100), max_records_per_part=10)
+    assert [f["path"] for f in second["files"]] == ["part-00000.jsonl.gz"]
+    assert store.names() == {"part-00000.jsonl.gz", MANIFEST, "README.txt", "sub/part-00009.jsonl.gz"}
+    assert store.read("README.txt") == b"keep me"
+    assert list(iter_records(store.dest)) == records(4, start=100)
+
+
+def test_rerun_with_other_compression_replaces(store: Store) -> None:
+    run(store, records(3), compression="gzip")
+    manifest = run(store, records(3), compression=None)
+    assert store.names() == {"part-00000.jsonl", MANIFEST}
+    assert manifest["compression"] is None
+    assert list(iter_records(store.dest)) == records(3)
+
+
+def test_empty_run_writes_no_parts_and_an_empty_manifest(store: Store) -> None:
+    run(store, records(12), max_records_per_part=5)
+    with PartWriter(store.dest) as w:
+        manifest = w.commit({"counts": {"conversations": 0}})
+        assert w.records_written == 0
+        assert w.bytes_written == 0
+    assert manifest["files"] == []
+    assert store.names() == {MANIFEST}
+    assert read_manifest(store.dest) == manifest
+    assert list(iter_records(store.dest)) == []
+
+
+def test_reruns_are_byte_identical(store: Store) -> None:
+    recs = records(50)
+    first = run(store, recs, max_records_per_part=20)
+    bytes_first = {f["path"]: store.read(f["path"]) for f in first["files"]}
+    second = run(store, recs, max_records_per_part=20)
+    assert second["files"] == first["files"]
+    assert {f["path"]: store.read(f["path"]) for f in second["files"]} == bytes_first
+
+
+def test_unicode_round_trip(store: Store) -> None:
+    recs: list[dict[str, Any]] = [
+        {"id": "u1", "content": "Grüße aus Köln — ça va? 你好, 世界 🙂👍🏽", "emoji_key_🙂": "✓"},
+        {"id": "u2", "content": 'line\nbreak\ttab "quoted" back\\slash \u2028 \u0000'},
+        {"id": "u3", "content": "lone surrogate \ud800 from a lenient JSON source"},
+        {"id": "u4", "nested": {"list": [1, 2.5, None, True, {"k": "v"}]}, "empty": ""},
+    ]
+    manifest = run(store, recs, compression=None)
+    raw = store.read(manifest["files"][0]["path"])
+    assert "Grüße aus Köln".encode() in raw  # real UTF-8, not \\u escapes
+    assert "你好".encode() in raw
+    assert b"\\ud800" in raw  # the only record that needs escaping
+    raw.decode("utf-8")  # valid UTF-8 throughout
+    assert raw.count(b"\n") == len(recs)
+    assert list(iter_records(store.dest)) == recs
+
+
+def test_iter_records_verifies_checksums(store: Store) -> None:
+    run(store, records(5), compression=None)
+    store.put("part-00000.jsonl", b'{"id":"tampered"}\n')
+    with pytest.raises(ValueError, match="sha256"):
+        list(iter_records(store.dest))
+    assert list(iter_records(store.dest, verify=False)) == [{"id": "tampered"}]
+
+
+def test_writer_is_single_use_and_needs_the_with_block(store: Store) -> None:
+    w = PartWriter(store.dest)
+    with pytest.raises(RuntimeError, match="inside the `with` block"):
+        w.write({"a": 1})
+    with w:
+        w.write({"a": 1})
+        w.commit({})
+        with pytest.raises(RuntimeError, match="committed"):
+            w.write({"a": 2})
+        with pytest.raises(RuntimeError, match="committed"):
+            w.commit({})
+    with pytest.raises(RuntimeError, match="single-use"), w:
+        pass
+    assert list(iter_records(store.dest)) == [{"a": 1}]
+
+
+def test_same_bytes_on_local_and_s3(tmp_path: Path, s3_server: Any) -> None:
+    recs = records(40)
+    local = Store("local", str(tmp_path / "a"), None, tmp_path)
+    remote = Store("s3", s3_server.url(f"same/{uuid.uuid4().hex}"), s3_server.conn_id, tmp_path, s3_server)
+    assert run(local, recs, max_records_per_part=15)["files"] == run(remote, recs, max_records_per_part=15)["files"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_manifest_keeps_caller_keys_and_serialises_datetimes(tmp_path: Path) -> None:
+    dest = resolve_destination(str(tmp_path / "m"), None)
+    start = datetime(2024, 1, 15, tzinfo=timezone.utc)
+    with PartWriter(dest) as w:
+        w.write({"id": 1})
+        manifest = w.commit({"started_at": start, "files": "ignored", "api_host": "https://x/v1"})
+    assert manifest["started_at"] == start  # returned as given
+    stored = read_manifest(dest)
+    assert stored is not None
+    assert stored["started_at"] == "2024-01-15T00:00:00+00:00"
+    assert stored["files"] == manifest["files"] != "ignored"
+    assert stored["api_host"] == "https://x/v1"
+    assert not (tmp_path / "m" / "_manifest.json.tmp").exists()
+
+
+def test_unserialisable_manifest_fails_before_publishing(tmp_path: Path) -> None:
+    dest = resolve_destination(str(tmp_path / "m"), None)
+
+    def attempt() -> None:
+        with PartWriter(dest) as w:
+            w.write({"id": 1})
+            w.commit({"bad": object()})
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        attempt()
+    assert os.listdir(tmp_path / "m") == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"compression": "zstd"}, "compression"),
+        ({"max_records_per_part": 0}, ">= 1"),
+        ({"max_records_per_part": 1.5}, "int"),
+    ],
+)
+def test_invalid_arguments(tmp_path: Path, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PartWriter(resolve_destination(str(tmp_path), None), **kwargs)
+
+
+def test_resolve_destination_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rel = resolve_destination("exports/day 1", "ignored_conn")
+    assert (tmp_path / "exports" / "day 1").is_dir()
+    assert rel.protocol == "file"
+    assert rel.path == str(tmp_path / "exports" / "day 1")
+    assert rel.conn_id is None
+
+    absolute = resolve_destination(f"  {tmp_path / 'abs'}\n", None)
+    assert absolute.path == str(tmp_path / "abs")
+    assert (tmp_path / "abs").is_dir()
+
+    url = resolve_destination(f"file://{tmp_path / 'url'}", None)
+    assert url.protocol == "file"
+    assert (tmp_path / "url").is_dir()
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None])
+def test_resolve_destination_rejects_empty(bad: Any) -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        resolve_destination(bad, None)
+
+
+def test_resolve_destination_s3_uses_the_connection(s3_server: Any) -> None:
+    dest = resolve_destination(s3_server.url("resolve/x"), s3_server.conn_id)
+    assert dest.protocol == "s3"
+    assert dest.conn_id == s3_server.conn_id
+    assert dest.fs.s3.meta.endpoint_url == s3_server.endpoint_url  # moto, via the Airflow connection
+    dest.joinpath("probe.txt").write_bytes(b"hi")
+    assert s3_server.get("resolve/x/probe.txt") == b"hi"
+
+
+def test_many_small_records_stream(tmp_path: Path) -> None:
+    """Memory stays flat: nothing but ~1 MiB of pending lines is buffered; a quick sanity check on speed."""
+    dest = resolve_destination(str(tmp_path / "big"), None)
+    rec = {"id": "m", "conversationId": "c", "role": "agent", "content": "Hello, how can I help you today?"}
+    with PartWriter(dest, max_records_per_part=40_000) as w:
+        for _ in range(100_000):
+            w.write(rec)
+            assert w._pending_bytes < writer_mod._WRITE_CHUNK
+        manifest = w.commit({})
+    assert [f["rows"] for f in manifest["files"]] == [40_000, 40_000, 20_000]
+    assert sum(1 for _ in iter_records(dest)) == 100_000
