@@ -14,3 +14,10 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", os.path.join(os.path.dirname(__file__), "..", "dags"))
 
 pytest_plugins = ["tests.fixtures.sandbox", "tests.fixtures.s3"]
+
+
+def sandbox_connection(sandbox, **extra) -> str:  # type: ignore[no-untyped-def]
+    """The ``AIRFLOW_CONN_...`` JSON for a connection to a running sandbox (extras: timeouts, retries)."""
+    import json
+
+    return json.dumps({"conn_type": "auralytik", "host": sandbox.url, "password": sandbox.api_key, "extra": extra})

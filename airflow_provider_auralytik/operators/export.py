@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 DEFAULT_MAX_RECORDS_PER_PART = 100_000
 
 
+def storage_url(path: ObjectStoragePath) -> str:
+    """``s3://bucket/key``-style URL of a destination (``str()`` would embed the connection id)."""
+    return f"{path.protocol or 'file'}://{path.path}"
+
+
 class _AuralytikExportOperator(BaseOperator):
     """
     Shared parameters and flow of the export operators.
@@ -132,7 +137,7 @@ class _AuralytikExportOperator(BaseOperator):
             self.kind,
             window,
             f" (filters {filters.as_dict()})" if filters.as_dict() else "",
-            destination,
+            storage_url(destination),
         )
         try:
             with PartWriter(
@@ -157,9 +162,10 @@ class _AuralytikExportOperator(BaseOperator):
             self.hook.close()
         self.destination_path = destination
         self.manifest = manifest
+        url = storage_url(destination)
         summary = {
-            "destination": str(destination),
-            "manifest": str(destination / "_manifest.json"),
+            "destination": url,
+            "manifest": f"{url}/_manifest.json",
             "files": len(manifest["files"]),
             **manifest["counts"],
         }

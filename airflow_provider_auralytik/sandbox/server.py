@@ -512,9 +512,12 @@ class Sandbox:
         return None
 
     def _handle(self, handler: _Handler) -> None:
+        # Everything a client could observe (stats, insertions) is recorded *before* the response
+        # is written or the socket closed, so a test reading them right after a reply sees them.
         stats = self.stats
         stats._begin()
-        kind, status, fault = "other", None, None
+        kind, fault = "other", None
+        response: _Response | None = None
         try:
             length = handler.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > 0:
@@ -535,9 +538,8 @@ class Sandbox:
             else:
                 fault = self._roll_fault()
                 if fault == "drop":
-                    handler.close_connection = True
-                    return
-                if fault == "429":
+                    handler.close_connection = True  # the socket is closed once we return
+                elif fault == "429":
                     response = self._too_many_requests()
                 elif fault == "5xx":
                     response = self._server_error()
@@ -548,12 +550,12 @@ class Sandbox:
                             response.body = _truncate(response.body)
                         else:
                             fault = None
-            status = response.status
-            self._send(handler, response)
-            if kind == "list" and status == 200 and self.config.insert_during_listing:
-                self._data.insert_random(self.config.insert_during_listing)
+                    if kind == "list" and response.status == 200 and self.config.insert_during_listing:
+                        self._data.insert_random(self.config.insert_during_listing)
         finally:
-            stats._end(kind, status, fault)
+            stats._end(kind, None if response is None else response.status, fault)
+        if response is not None:
+            self._send(handler, response)
 
     def _answer(self, handler: _Handler, kind: str, conv_id: str | None, query: str) -> _Response:
         if handler.command != "GET":

@@ -63,6 +63,24 @@ def _is_local(path: ObjectStoragePath) -> bool:
     return (path.protocol or "") in _LOCAL_PROTOCOLS
 
 
+def _invalidate(path: ObjectStoragePath) -> None:
+    """Drop the filesystem's cached listing of ``path``.
+
+    s3fs (and other fsspec object stores) answer ``exists()``/``info()``/``iterdir()`` from a listing cache,
+    which does not see objects written by other processes or clients since it was filled; an
+    ``unlink(missing_ok=True)`` would then silently skip an object that is really there.
+    """
+    try:
+        path.fs.invalidate_cache(path.path)
+    except Exception:
+        log.debug("Could not invalidate listing cache for %s", path, exc_info=True)
+
+
+def _delete(path: ObjectStoragePath) -> None:
+    _invalidate(path)
+    path.unlink(missing_ok=True)
+
+
 def resolve_destination(destination: str, conn_id: str | None) -> ObjectStoragePath:
     """Turn the operator's ``destination`` string into an :class:`ObjectStoragePath`.
 
@@ -257,7 +275,7 @@ class PartWriter:
             raise RuntimeError("PartWriter is single-use: create a new one for each run")
         if _is_local(self.destination):
             self.destination.mkdir(parents=True, exist_ok=True)
-        self._manifest_path().unlink(missing_ok=True)
+        _delete(self._manifest_path())  # first: a failed rerun must leave no manifest
         self._existing = self._list_parts()
         self._state = "open"
         log.debug("Writing to %s; %d existing part file(s)", self.destination, len(self._existing))
@@ -323,7 +341,7 @@ class PartWriter:
         stale = sorted((self._existing | self._list_parts()) - mine)
         for name in stale:
             log.info("Deleting stale part %s from an earlier run", name)
-            self.destination.joinpath(name).unlink(missing_ok=True)
+            _delete(self.destination.joinpath(name))
 
         self._write_manifest(payload)
         self._state = "committed"
@@ -361,11 +379,7 @@ class PartWriter:
         return self.destination.joinpath(MANIFEST_NAME)
 
     def _list_parts(self) -> set[str]:
-        # Object-store filesystems cache listings; files written by others would be invisible.
-        try:
-            self.destination.fs.invalidate_cache(self.destination.path)
-        except Exception:
-            log.debug("Could not invalidate listing cache for %s", self.destination, exc_info=True)
+        _invalidate(self.destination)  # files written by others since the listing was cached
         try:
             children = list(self.destination.iterdir())
         except (FileNotFoundError, NotADirectoryError):  # s3fs: NotADirectoryError for a missing prefix
@@ -416,7 +430,7 @@ class PartWriter:
             part.abort()
         for name in self._written:
             try:
-                self.destination.joinpath(name).unlink(missing_ok=True)
+                _delete(self.destination.joinpath(name))
             except Exception:
                 log.warning("Could not delete %s/%s after a failed run", self.destination, name, exc_info=True)
 
@@ -427,6 +441,7 @@ class PartWriter:
 def read_manifest(destination: ObjectStoragePath) -> dict[str, Any] | None:
     """Return the parsed ``_manifest.json`` under ``destination``, or ``None`` if there is none."""
     path = destination.joinpath(MANIFEST_NAME)
+    _invalidate(path)  # also drops the cached listing of the destination
     try:
         with path.open("rb") as f:
             data = f.read()

@@ -73,6 +73,11 @@ def pages_requested(m: requests_mock.Mocker) -> list[int]:
     return [int(dict(query(r))["page"]) for r in m.request_history]
 
 
+def drain(items: Iterator[dict[str, Any]], into: list[dict[str, Any]]) -> None:
+    """Consume ``items`` into ``into``, so what came before an error can be checked."""
+    into.extend(items)
+
+
 def assert_no_key(text: str) -> None:
     assert KEY not in text
     # Nor a recognisable piece of it (a truncated echo would leave a prefix or a suffix).
@@ -301,9 +306,7 @@ def test_constructor_overrides_win_over_extras(monkeypatch):
         password=KEY,
         extra={"timeout": 50, "max_retries": 9, "max_concurrency": 30, "backoff_base": 5, "backoff_max": 60},
     )
-    settings = AuralytikHook(
-        timeout=1.5, max_retries=0, max_concurrency=2, backoff_base=0, backoff_max=0.5
-    ).settings
+    settings = AuralytikHook(timeout=1.5, max_retries=0, max_concurrency=2, backoff_base=0, backoff_max=0.5).settings
     assert settings.timeout == 1.5
     assert settings.max_retries == 0
     assert settings.max_concurrency == 2
@@ -534,10 +537,9 @@ def test_total_growing_forever_fails_after_bounded_requests(m, hook):
         return page([f"p{n}-{i}" for i in range(5)], 5 * n + 5, n, 5)
 
     m.get(LIST_URL, json=growing)
-    seen = []
+    seen: list[dict[str, Any]] = []
     with pytest.raises(AuralytikApiError, match="kept announcing more pages") as info:
-        for item in hook.list_conversations(page_size=5):
-            seen.append(item)
+        drain(hook.list_conversations(page_size=5), into=seen)
     # First totalCount 10 at 5 a page: ceil(10 * 1.5 / 5) + 2 = 5 pages, then stop.
     assert m.call_count == 5
     assert pages_requested(m) == [1, 2, 3, 4, 5]
@@ -638,7 +640,7 @@ def test_invalid_argument_messages(hook):
 def test_invalid_date_type_raises_type_error(m, hook):
     m.get(requests_mock.ANY, json={})
     with pytest.raises(TypeError, match="date_from must be a datetime or an ISO 8601 string"):
-        hook.list_conversations(date_from=1705276800)  # type: ignore[arg-type]
+        hook.list_conversations(date_from=1705276800)
     assert m.call_count == 0
 
 
@@ -743,7 +745,7 @@ def test_backoff_grows_and_is_capped(monkeypatch, m, sleeps):
     assert m.call_count == 5
     ceilings = [1, 2, 4, 4]
     assert len(sleeps) == 4
-    for delay, ceiling in zip(sleeps, ceilings):
+    for delay, ceiling in zip(sleeps, ceilings, strict=True):
         assert ceiling / 2 <= delay <= ceiling
 
 
@@ -925,10 +927,9 @@ def test_json_error_detail_is_one_short_line(m, hook):
 
 def test_error_on_a_later_page_propagates(m, hook):
     m.get(LIST_URL, [{"json": page(range(10), 30, 1)}, {"status_code": 403, "json": {"message": "scope"}}])
-    seen = []
+    seen: list[dict[str, Any]] = []
     with pytest.raises(AuralytikAuthError):
-        for item in hook.list_conversations(page_size=10):
-            seen.append(item)
+        drain(hook.list_conversations(page_size=10), into=seen)
     assert len(seen) == 10
     assert m.call_count == 2
 
@@ -954,9 +955,7 @@ KEY_CASES = [
         AuralytikAuthError,
         id="403-json-echo",
     ),
-    pytest.param(
-        CONV_URL, {"status_code": 404, "json": {"detail": KEY}}, AuralytikNotFoundError, id="404-json-echo"
-    ),
+    pytest.param(CONV_URL, {"status_code": 404, "json": {"detail": KEY}}, AuralytikNotFoundError, id="404-json-echo"),
     pytest.param(CONV_URL, {"status_code": 400, "json": ECHO}, AuralytikApiError, id="400-json-echo"),
     pytest.param(CONV_URL, {"status_code": 400, "json": LONG_ECHO}, AuralytikApiError, id="400-long-echo"),
     pytest.param(CONV_URL, {"status_code": 422, "json": [KEY, "bad"]}, AuralytikApiError, id="422-list-echo"),
@@ -977,9 +976,7 @@ KEY_CASES = [
         AuralytikApiError,
         id="connection-error",
     ),
-    pytest.param(
-        CONV_URL, {"exc": requests.exceptions.Timeout(f"timed out {KEY}")}, AuralytikApiError, id="timeout"
-    ),
+    pytest.param(CONV_URL, {"exc": requests.exceptions.Timeout(f"timed out {KEY}")}, AuralytikApiError, id="timeout"),
     pytest.param(CONV_URL, {"content": f"{{{KEY}".encode()}, AuralytikApiError, id="200-invalid-json"),
     pytest.param(MSGS_URL, {"json": ECHO}, AuralytikApiError, id="200-wrong-shape"),
     pytest.param(LIST_URL, {"json": {"data": KEY, "totalCount": 1}}, AuralytikApiError, id="200-bad-page"),

@@ -281,6 +281,34 @@ def test_writer_is_single_use_and_needs_the_with_block(store: Store) -> None:
     assert list(iter_records(store.dest)) == [{"a": 1}]
 
 
+def test_objects_written_behind_a_cached_listing_are_seen(s3_server: Any, tmp_path: Path) -> None:
+    """s3fs answers exists()/iterdir()/open() from a listing cache: the writer must not trust it."""
+    store = Store("s3", s3_server.url(f"cache/{uuid.uuid4().hex}"), s3_server.conn_id, tmp_path, s3_server)
+    store.put("README.txt", b"keep")
+
+    def fill_cache() -> set[str]:
+        return {p.name for p in store.dest.iterdir()}
+
+    # Another process commits behind a cached listing: read_manifest must see it.
+    assert fill_cache() == {"README.txt"}
+    store.put(MANIFEST, json.dumps({"files": [], "by": "other"}).encode())
+    assert read_manifest(store.dest) == {"files": [], "by": "other"}
+
+    # A failed run must delete a manifest the cache does not know about.
+    s3_server.client.delete_object(Bucket=s3_server.bucket, Key=store._prefix + MANIFEST)
+    assert fill_cache() == {"README.txt"}
+    store.put(MANIFEST, json.dumps({"files": [], "by": "other"}).encode())
+    with pytest.raises(Boom):
+        failing_run(store, 2)
+    assert store.names() == {"README.txt"}
+
+    # A commit must delete stale parts the cache does not know about.
+    assert fill_cache() == {"README.txt"}
+    store.put("part-00002.jsonl.gz", b"stale")
+    run(store, records(1))
+    assert store.names() == {"README.txt", "part-00000.jsonl.gz", MANIFEST}
+
+
 def test_same_bytes_on_local_and_s3(tmp_path: Path, s3_server: Any) -> None:
     recs = records(40)
     local = Store("local", str(tmp_path / "a"), None, tmp_path)
