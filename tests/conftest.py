@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 # Airflow reads its configuration at import time: isolate it before anything imports airflow.
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="auralytik-airflow-home-")
@@ -16,7 +17,7 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", os.path.join(os.path.dirname
 pytest_plugins = ["tests.fixtures.sandbox", "tests.fixtures.s3"]
 
 
-def sandbox_connection(sandbox, **extra) -> str:  # type: ignore[no-untyped-def]
+def sandbox_connection(sandbox: Any, **extra: Any) -> str:
     """The ``AIRFLOW_CONN_...`` JSON for a connection to a running sandbox (extras: timeouts, retries)."""
     import json
 

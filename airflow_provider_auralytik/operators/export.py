@@ -24,7 +24,7 @@ from airflow_provider_auralytik.utils.window import (
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_auralytik._compat import Context
+    from airflow_provider_auralytik._compat import Context, ObjectStoragePath
     from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.utils.progress import Progress
     from airflow_provider_auralytik.utils.writer import PartWriter

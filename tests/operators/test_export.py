@@ -172,7 +172,8 @@ def test_pii_that_slips_through_the_api_is_masked_and_counted(api, tmp_path):
     assert leaked
     assert not any("@example" in r["content"] for r in rows)
     findings = json.loads((tmp_path / "_manifest.json").read_text())["pii_guard"]["findings"]
-    assert findings["email"] > 0 and findings["phone"] > 0
+    assert findings["email"] > 0
+    assert findings["phone"] > 0
 
 
 def test_pii_guard_fail_fails_the_task_without_content(api, tmp_path, caplog):
