@@ -470,6 +470,11 @@ class AuralytikHook(BaseHook):
                 reason, retry_after = f"{request.describe()}: {type(exc).__name__}", None
             except requests.exceptions.ChunkedEncodingError as exc:
                 reason, retry_after = f"{request.describe()}: {type(exc).__name__}", None
+            except requests.RequestException as exc:  # a bad URL, a redirect loop: retrying won't help
+                raise AuralytikApiError(
+                    f"{request.describe()} failed ({type(exc).__name__}): check the base URL (host) of "
+                    f"connection {self.auralytik_conn_id!r}."
+                ) from None
             if attempt == settings.max_retries:
                 raise self._fail_after_retries(request, reason, attempt + 1)
             delay = settings.backoff(attempt + 1, retry_after)
@@ -568,6 +573,7 @@ class AuralytikHook(BaseHook):
             "page_size": page_size,
         }
         first = conversations_page_request(page=1, **query)  # validate before the generator starts
+        _ = self.settings  # a missing key fails here, not on the first next()
         return self._iter_pages(first, query)
 
     def _iter_pages(self, first: ApiRequest, query: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -403,3 +403,22 @@ def test_many_small_records_stream(tmp_path: Path) -> None:
         manifest = w.commit({})
     assert [f["rows"] for f in manifest["files"]] == [40_000, 40_000, 20_000]
     assert sum(1 for _ in iter_records(dest)) == 100_000
+
+
+def test_failure_while_closing_a_part_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = resolve_destination(str(tmp_path / "c"), None)
+    original = writer_mod._OpenPart.close
+    calls: list[str] = []
+
+    def flaky_close(self: Any) -> PartInfo:
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise OSError("upload failed")
+        return original(self)
+
+    monkeypatch.setattr(writer_mod._OpenPart, "close", flaky_close)
+    with pytest.raises(OSError, match="upload failed"):
+        run(Store("local", str(tmp_path / "c"), None, tmp_path), records(25), max_records_per_part=10)
+    assert calls == ["part-00000.jsonl.gz", "part-00001.jsonl.gz"]
+    assert os.listdir(tmp_path / "c") == []
+    assert read_manifest(dest) is None
