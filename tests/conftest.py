@@ -6,6 +6,8 @@ import os
 import tempfile
 from typing import Any
 
+import pytest
+
 # Airflow reads its configuration at import time: isolate it before anything imports airflow.
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="auralytik-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
@@ -22,3 +24,11 @@ def sandbox_connection(sandbox: Any, **extra: Any) -> str:
     import json
 
     return json.dumps({"conn_type": "auralytik", "host": sandbox.url, "password": sandbox.api_key, "extra": extra})
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A migrated SQLite metadata DB in the test AIRFLOW_HOME (built once per session), for dag.test()."""
+    from airflow.utils import db
+
+    db.resetdb()

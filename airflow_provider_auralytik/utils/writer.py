@@ -276,6 +276,8 @@ class PartWriter:
         if _is_local(self.destination):
             self.destination.mkdir(parents=True, exist_ok=True)
         _delete(self._manifest_path())  # first: a failed rerun must leave no manifest
+        if _is_local(self.destination):
+            _delete(self.destination.joinpath(MANIFEST_NAME + ".tmp"))  # left by a crash mid-commit
         self._existing = self._list_parts()
         self._state = "open"
         log.debug("Writing to %s; %d existing part file(s)", self.destination, len(self._existing))
