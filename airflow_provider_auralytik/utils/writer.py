@@ -234,7 +234,8 @@ class PartWriter:
       not write, then writes ``_manifest.json`` (local: temp file + atomic rename; object stores: one PUT).
       Afterwards the destination holds exactly this run's parts and manifest; other files are left alone.
     * ``__exit__`` without a successful commit (an exception escaped, or commit was never called): the
-      parts this run wrote are deleted (best effort), no manifest is written, and the exception propagates.
+      parts this run wrote, and the earlier run's parts (orphaned since their manifest went), are deleted
+      (best effort), no manifest is written, and the exception propagates.
 
     A run with zero records writes **no** part files and a manifest with ``"files": []``.
 
@@ -430,7 +431,9 @@ class PartWriter:
         self._pending_bytes = 0
         if part is not None:
             part.abort()
-        for name in self._written:
+        # The earlier run's parts lost their manifest on __enter__: orphans now, so they go too,
+        # and a failed run leaves the destination with nothing of ours but no manifest either.
+        for name in [*self._written, *sorted(self._existing - set(self._written))]:
             try:
                 _delete(self.destination.joinpath(name))
             except Exception:
