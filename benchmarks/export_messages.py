@@ -91,8 +91,10 @@ def main() -> None:
         "|---|---|---|---|---|",
         f"| ideal sequential client (requests x latency) | {sequential:.2f} | | 1.0x | |",
     ]
-    for label, run, n in (("provider, defaults (max_concurrency=16)", default, 16),
-                          ("provider, max_concurrency=64", wide, 64)):
+    for label, run, n in (
+        ("provider, defaults (max_concurrency=16)", default, 16),
+        ("provider, max_concurrency=64", wide, 64),
+    ):
         ideal = run["requests"] * LATENCY_MS / 1000 / n
         rows.append(
             f"| {label} | {run['export_wall_s']:.2f} | {run['process_wall_s']:.2f} | "
