@@ -1,37 +1,76 @@
 """The one place that imports Airflow names whose home moved between Airflow 3 releases.
 
-``airflow.sdk`` gained ``BaseHook`` only in 3.1; on 3.0 it lives in ``airflow.hooks.base``.
-Everything else in the package imports Airflow through this module.
+Supported: Airflow 3.0.6 and newer 3.x (CI runs the whole suite on 3.0.6 and on the newest 3.x).
+What differs on 3.0 (Task SDK 1.0):
+
+* ``airflow.sdk`` has no ``BaseHook`` (3.1+): it lives in ``airflow.hooks.base``.
+* ``airflow.sdk`` has no ``conf`` (3.1+): ``airflow.configuration.conf``.
+* ``airflow.sdk.exceptions`` has no ``AirflowException``/``AirflowSkipException`` (3.1+):
+  ``airflow.exceptions`` (the same classes on 3.1+, re-exported there with a deprecation warning).
+* ``BaseHook.aget_connection`` (3.1+) is missing: see :func:`aget_connection`.
+* ``DagBag`` is ``airflow.models.dagbag.DagBag`` (``airflow.dag_processing.dagbag`` from 3.1).
+
+Everything else in the package (and the tests) imports these names from this module.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from packaging.version import Version
+
+from airflow import __version__ as _airflow_version
 from airflow.sdk import (
+    Asset,
+    AssetAlias,
     BaseOperator,
     BaseSensorOperator,
     Context,
     ObjectStoragePath,
-    conf,
 )
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-try:
-    from airflow.sdk import BaseHook
-except ImportError:  # Airflow 3.0
-    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined,unused-ignore]
+#: The installed Airflow release (``base_version``: ``3.1.0rc1`` compares as ``3.1.0``).
+AIRFLOW_VERSION = Version(Version(_airflow_version).base_version)
+AIRFLOW_V_3_1_PLUS = AIRFLOW_VERSION >= Version("3.1.0")
+
+if TYPE_CHECKING or AIRFLOW_V_3_1_PLUS:
+    from airflow.sdk import BaseHook, conf
+    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+else:  # Airflow 3.0
+    from airflow.configuration import conf
+    from airflow.exceptions import AirflowException, AirflowSkipException
+    from airflow.hooks.base import BaseHook
+
+if TYPE_CHECKING:
+    from airflow.dag_processing.dagbag import DagBag
+
+
+def __getattr__(name: str) -> Any:
+    # ``DagBag`` (tests only) is resolved lazily: importing it pulls in the scheduler-side models.
+    if name == "DagBag":
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:  # Airflow 3.0
+            from airflow.models.dagbag import DagBag  # type: ignore[no-redef,unused-ignore]
+        return DagBag
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
+    "AIRFLOW_VERSION",
+    "AIRFLOW_V_3_1_PLUS",
     "AirflowException",
     "AirflowSkipException",
+    "Asset",
+    "AssetAlias",
     "BaseHook",
     "BaseOperator",
     "BaseSensorOperator",
     "BaseTrigger",
     "Context",
+    "DagBag",
     "ObjectStoragePath",
     "TriggerEvent",
     "aget_connection",

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik import __version__
-from airflow_provider_auralytik._compat import BaseOperator
+from airflow_provider_auralytik._compat import Asset, AssetAlias, BaseOperator
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
 from airflow_provider_auralytik.utils.window import (
     DEFAULT_DATE_FROM,
@@ -53,6 +53,9 @@ class _AuralytikExportOperator(BaseOperator):
     :param compression: ``"gzip"`` (default) or ``None`` for plain ``.jsonl`` parts.
     :param max_records_per_part: Records per part file before a new one is started.
     :param auralytik_conn_id: Connection of type ``auralytik``.
+    :param asset_alias: Name of an ``AssetAlias`` this task emits to: on success it records an
+        asset event for the rendered destination (``s3://bucket/prefix``), with the manifest's
+        counts as the event's extra, so DAGs scheduled on the alias run after each export.
     """
 
     template_fields: Sequence[str] = (
@@ -84,9 +87,13 @@ class _AuralytikExportOperator(BaseOperator):
         compression: str | None = "gzip",
         max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
         auralytik_conn_id: str = AuralytikHook.default_conn_name,
+        asset_alias: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.asset_alias = asset_alias
+        if asset_alias:
+            self.outlets = [*self.outlets, AssetAlias(name=asset_alias)]
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
         if compression not in ("gzip", None):
@@ -111,12 +118,6 @@ class _AuralytikExportOperator(BaseOperator):
     def hook(self) -> AuralytikHook:
         return AuralytikHook(self.auralytik_conn_id)
 
-    def _window(self) -> DateWindow:
-        def rendered(value: Any) -> Any:
-            return None if value in (None, "", "None") else value
-
-        return DateWindow.resolve(rendered(self.date_from), rendered(self.date_to))
-
     def _filters(self) -> ConversationFilters:
         from airflow_provider_auralytik.utils.listing import ConversationFilters
 
@@ -127,7 +128,7 @@ class _AuralytikExportOperator(BaseOperator):
         from airflow_provider_auralytik.utils.progress import Progress
         from airflow_provider_auralytik.utils.writer import PartWriter, resolve_destination
 
-        window, filters = self._window(), self._filters()
+        window, filters = DateWindow.resolve(self.date_from, self.date_to), self._filters()
         destination = resolve_destination(self.destination, self.destination_conn_id)
         started = datetime.now(UTC)
         listing = WindowListing(self.hook, window, filters, page_size=self.page_size)
@@ -170,7 +171,38 @@ class _AuralytikExportOperator(BaseOperator):
             **manifest["counts"],
         }
         self.log.info("Done: %s. %s", progress.summary(), summary)
+        if self.asset_alias:
+            event_extra = {"window": manifest["window"], "files": summary["files"], **manifest["counts"]}
+            context["outlet_events"][AssetAlias(name=self.asset_alias)].add(Asset(uri=url), extra=event_extra)
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Lineage for OpenLineage: the Auralytik API endpoints in, the destination out (with counts)."""
+        from airflow.providers.common.compat.openlineage.facet import (
+            InputDataset,
+            OutputDataset,
+            OutputStatisticsOutputDatasetFacet,
+        )
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from airflow_provider_auralytik.utils.lineage import api_dataset_names, storage_dataset_name
+
+        manifest = getattr(self, "manifest", None)
+        destination = getattr(self, "destination_path", None)
+        if manifest is None or destination is None:
+            return OperatorLineage()
+        namespace, names = api_dataset_names(manifest["api_host"], self.kind)
+        out_namespace, out_name = storage_dataset_name(destination)
+        statistics = OutputStatisticsOutputDatasetFacet(
+            rowCount=sum(f["rows"] for f in manifest["files"]),
+            size=sum(f["bytes"] for f in manifest["files"]),
+        )
+        return OperatorLineage(
+            inputs=[InputDataset(namespace=namespace, name=name) for name in names],
+            outputs=[
+                OutputDataset(namespace=out_namespace, name=out_name, outputFacets={"outputStatistics": statistics})
+            ],
+        )
 
 
 class AuralytikExportConversationsOperator(_AuralytikExportOperator):

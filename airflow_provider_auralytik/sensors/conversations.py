@@ -79,11 +79,7 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
         """What to wait for, as plain values (shared by the poke and the trigger)."""
         if self.conversation_ids:
             return {"conversation_ids": [str(c) for c in self.conversation_ids]}
-
-        def rendered(value: Any) -> Any:
-            return None if value in (None, "", "None") else value
-
-        window = DateWindow.resolve(rendered(self.date_from), rendered(self.date_to))
+        window = DateWindow.resolve(self.date_from, self.date_to)
         return {
             **window.as_dict(),
             "channel_id": self.channel_id or None,

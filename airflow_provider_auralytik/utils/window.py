@@ -91,11 +91,14 @@ class DateWindow:
         Refuses an empty window: Airflow 3's default timetable gives a run a zero-length data
         interval, and exporting "nothing" successfully would hide a day of missing data.
         """
-        if date_from is None or date_to is None or date_from == "" or date_to == "":
+        # A template over a missing data interval renders to "None".
+        if date_from in (None, "", "None") or date_to in (None, "", "None"):
             raise ValueError(
                 "date_from and date_to are required: the DAG run has no data interval. Schedule the DAG "
                 "with a CronDataIntervalTimetable or pass date_from/date_to explicitly."
             )
+        assert date_from is not None
+        assert date_to is not None
         window = cls(parse_instant(date_from, name="date_from"), parse_instant(date_to, name="date_to"))
         if window.start == window.end:
             raise EmptyWindowError(

@@ -18,7 +18,7 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 @pytest.fixture
 def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_provider_auralytik._compat import DagBag
 
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
