@@ -37,6 +37,32 @@ def storage_url(path: ObjectStoragePath) -> str:
     return f"{path.protocol or 'file'}://{path.path}"
 
 
+def export_summary(url: str, manifest: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The small XCom an export returns: where it wrote, how many files, the counts. Never data."""
+    return {
+        "destination": url,
+        "manifest": f"{url}/_manifest.json",
+        "files": len(manifest["files"]),
+        **extra,
+        **manifest["counts"],
+    }
+
+
+def register_asset_alias(operator: BaseOperator, asset_alias: str | None) -> None:
+    """Declare the ``AssetAlias`` an operator emits to (see :func:`emit_asset_event`)."""
+    if asset_alias:
+        operator.outlets = [*operator.outlets, AssetAlias(name=asset_alias)]
+
+
+def emit_asset_event(context: Context, asset_alias: str | None, summary: dict[str, Any], window: Any) -> None:
+    """Record an asset event for the rendered destination on the alias, with the counts as its extra."""
+    if asset_alias:
+        extra = {key: value for key, value in summary.items() if isinstance(value, int)}
+        context["outlet_events"][AssetAlias(name=asset_alias)].add(
+            Asset(uri=summary["destination"]), extra={"window": window, **extra}
+        )
+
+
 class _AuralytikExportOperator(BaseOperator):
     """
     Shared parameters and flow of the export operators.
@@ -52,6 +78,13 @@ class _AuralytikExportOperator(BaseOperator):
     :param page_size: Listing page size, 1 to 100.
     :param compression: ``"gzip"`` (default) or ``None`` for plain ``.jsonl`` parts.
     :param max_records_per_part: Records per part file before a new one is started.
+    :param file_format: ``"jsonl"`` (default): JSON Lines parts, each record as the API returned it.
+        ``"parquet"``: ``part-NNNNN.parquet`` parts in a fixed schema that is the same every day (typed
+        columns for the documented fields, every other field kept as a JSON object in the string column
+        ``extra``; see :mod:`airflow_provider_auralytik.utils.schemas`), needs the ``[parquet]`` extra
+        (``pip install "airflow-provider-auralytik[parquet]"``). With Parquet, ``compression`` picks the
+        Parquet codec: ``"gzip"`` (the default) is Parquet's gzip, ``None`` uncompressed. Parts, manifest
+        (plus its ``"schema"``) and rerun/failure behaviour are the same as for JSON Lines.
     :param auralytik_conn_id: Connection of type ``auralytik``.
     :param asset_alias: Name of an ``AssetAlias`` this task emits to: on success it records an
         asset event for the rendered destination (``s3://bucket/prefix``), with the manifest's
@@ -86,20 +119,22 @@ class _AuralytikExportOperator(BaseOperator):
         page_size: int = 100,
         compression: str | None = "gzip",
         max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
+        file_format: str = "jsonl",
         auralytik_conn_id: str = AuralytikHook.default_conn_name,
         asset_alias: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.asset_alias = asset_alias
-        if asset_alias:
-            self.outlets = [*self.outlets, AssetAlias(name=asset_alias)]
+        register_asset_alias(self, asset_alias)
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
         if compression not in ("gzip", None):
             raise ValueError(f"compression must be 'gzip' or None, not {compression!r}.")
         if max_records_per_part < 1:
             raise ValueError(f"max_records_per_part must be at least 1, not {max_records_per_part}.")
+        if file_format not in ("jsonl", "parquet"):
+            raise ValueError(f"file_format must be 'jsonl' or 'parquet', not {file_format!r}.")
         self.destination = destination
         self.destination_conn_id = destination_conn_id
         self.date_from = date_from
@@ -110,6 +145,7 @@ class _AuralytikExportOperator(BaseOperator):
         self.page_size = page_size
         self.compression = compression
         self.max_records_per_part = max_records_per_part
+        self.file_format = file_format
         self.auralytik_conn_id = auralytik_conn_id
 
     # -- parts shared by both exports ------------------------------------------------------
@@ -126,6 +162,7 @@ class _AuralytikExportOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_auralytik.utils.listing import WindowListing
         from airflow_provider_auralytik.utils.progress import Progress
+        from airflow_provider_auralytik.utils.schemas import get_schema
         from airflow_provider_auralytik.utils.writer import PartWriter, resolve_destination
 
         window, filters = DateWindow.resolve(self.date_from, self.date_to), self._filters()
@@ -142,7 +179,11 @@ class _AuralytikExportOperator(BaseOperator):
         )
         try:
             with PartWriter(
-                destination, compression=self.compression, max_records_per_part=self.max_records_per_part
+                destination,
+                compression=self.compression,
+                max_records_per_part=self.max_records_per_part,
+                file_format=self.file_format,
+                schema=get_schema(self.kind),
             ) as writer:
                 details = self._export(listing, writer, progress)
                 manifest = writer.commit(
@@ -163,17 +204,9 @@ class _AuralytikExportOperator(BaseOperator):
             self.hook.close()
         self.destination_path = destination
         self.manifest = manifest
-        url = storage_url(destination)
-        summary = {
-            "destination": url,
-            "manifest": f"{url}/_manifest.json",
-            "files": len(manifest["files"]),
-            **manifest["counts"],
-        }
+        summary = export_summary(storage_url(destination), manifest)
         self.log.info("Done: %s. %s", progress.summary(), summary)
-        if self.asset_alias:
-            event_extra = {"window": manifest["window"], "files": summary["files"], **manifest["counts"]}
-            context["outlet_events"][AssetAlias(name=self.asset_alias)].add(Asset(uri=url), extra=event_extra)
+        emit_asset_event(context, self.asset_alias, summary, manifest["window"])
         return summary
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

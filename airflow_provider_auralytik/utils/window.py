@@ -162,11 +162,25 @@ class DateWindow:
         return f"[{format_instant(self.start)}, {format_instant(self.end)})"
 
 
-def window_slices(date_from: datetime | str, date_to: datetime | str, slices: int) -> list[dict[str, str]]:
+def window_slices(
+    date_from: datetime | str, date_to: datetime | str, slices: int, destination: str | None = None
+) -> list[dict[str, str]]:
     """
     Cut a window into ``slices`` adjacent half-open windows, for ``.expand_kwargs(...)``.
 
-    Each item is ``{"date_from": ..., "date_to": ...}`` in ISO 8601; together they cover the window
-    exactly once, so mapped exports of the slices never share or miss a conversation.
+    Each item is ``{"date_from": ..., "date_to": ...}`` in ISO 8601, plus ``"destination":
+    "<destination>/slice-000"`` … when ``destination`` is given. Together the slices cover the window
+    exactly once, so mapped exports of them never share or miss a conversation. A window shorter
+    than ``slices`` seconds gives fewer slices.
     """
-    return [part.as_dict() for part in DateWindow.resolve(date_from, date_to).split(slices)]
+    parts = DateWindow.resolve(date_from, date_to).split(slices)
+    items = [part.as_dict() for part in parts]
+    if destination is not None:
+        base = destination.rstrip("/")
+        for index, item in enumerate(items):
+            item["destination"] = f"{base}/{SLICE_PREFIX}{index:03d}"
+    return items
+
+
+#: Sub-directory names of a sliced export's slices.
+SLICE_PREFIX = "slice-"

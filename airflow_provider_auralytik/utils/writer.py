@@ -7,6 +7,11 @@ Layout under a destination directory (any :class:`ObjectStoragePath`: local, ``f
     part-00001.jsonl.gz   a new part every ``max_records_per_part`` records, so memory stays flat
     _manifest.json        written last: the commit point
 
+With ``file_format="parquet"`` the parts are ``part-00000.parquet``, ``part-00001.parquet`` … instead (same
+rolling, same manifest plus the column ``"schema"``), in the fixed schema of a
+:class:`~airflow_provider_auralytik.utils.schemas.RecordSchema`; this needs pyarrow, i.e. the ``[parquet]``
+extra. pyarrow is imported only when Parquet is written or read.
+
 Readers must treat a destination without ``_manifest.json`` as incomplete, and read only the parts the
 manifest lists (:func:`iter_records` does both).
 
@@ -36,16 +41,25 @@ from datetime import date, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    from types import ModuleType, TracebackType
 
     from airflow_provider_auralytik._compat import ObjectStoragePath
+    from airflow_provider_auralytik.utils.schemas import RecordSchema, RowBuffer
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "_manifest.json"
 PART_PREFIX = "part-"
 FORMAT = "jsonl"
+PARQUET = "parquet"
+FORMATS = (FORMAT, PARQUET)
 COMPRESSIONS = ("gzip", None)
+#: ``compression`` values accepted with ``file_format="parquet"``, and the Parquet codec each one selects.
+PARQUET_COMPRESSIONS: dict[str | None, str] = {"gzip": "gzip", None: "none", "snappy": "snappy", "zstd": "zstd"}
+#: Rows per Parquet row group: the most a Parquet part buffers in memory before encoding and writing it.
+DEFAULT_ROW_GROUP_SIZE = 10_000
+PARQUET_SUFFIX = ".parquet"
+PARQUET_INSTALL_HINT = 'pip install "airflow-provider-auralytik[parquet]"'
 #: zlib level 6 (zlib's own default) is several times faster than gzip's 9 on JSON, for ~1-3 % more bytes.
 GZIP_LEVEL = 6
 #: Serialised lines are batched into chunks of about this size before compression / upload.
@@ -213,6 +227,116 @@ class _OpenPart:
             log.debug("Ignoring error while closing %s", self.name, exc_info=True)
 
 
+def _import_pyarrow() -> tuple[ModuleType, ModuleType]:
+    """``(pyarrow, pyarrow.parquet)``, or an ImportError that says which extra to install."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise ImportError(
+            f"Parquet output needs pyarrow, which is not installed: {PARQUET_INSTALL_HINT} ({exc})"
+        ) from exc
+    return pyarrow, pyarrow.parquet
+
+
+class _ArrowSink:
+    """The file object handed to ``pyarrow.parquet.ParquetWriter``: every byte goes through the hashing layer.
+
+    After :meth:`kill` writes are dropped, so a writer closed (or garbage-collected) after an abort cannot
+    touch the store.
+    """
+
+    __slots__ = ("_hasher", "closed")
+
+    def __init__(self, hasher: _HashingWriter) -> None:
+        self._hasher = hasher
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        if self.closed:
+            return len(data)
+        return self._hasher.write(data)
+
+    def tell(self) -> int:
+        return self._hasher.size
+
+    def flush(self) -> None:
+        pass  # the hashing layer batches writes; it is drained when the part is closed
+
+    def kill(self) -> None:
+        self.closed = True
+
+
+class _ParquetPart:
+    """The Parquet part being written: at most one row group of records buffered, then encoded and streamed."""
+
+    __slots__ = ("_buffer", "_row_group_size", "_sink", "_writer", "hasher", "name", "raw", "rows")
+
+    def __init__(
+        self,
+        name: str,
+        raw: IO[bytes],
+        schema: RecordSchema,
+        codec: str,
+        row_group_size: int,
+        pq: ModuleType,
+    ) -> None:
+        self.name = name
+        self.raw = raw
+        self.hasher = _HashingWriter(raw)
+        self.rows = 0
+        self._row_group_size = row_group_size
+        self._buffer: RowBuffer = schema.buffer()
+        self._sink = _ArrowSink(self.hasher)
+        # pyarrow's defaults otherwise; the footer's created_by is "parquet-cpp-arrow version X" (no clock,
+        # no host), so identical records give identical bytes with the same pyarrow version.
+        self._writer = pq.ParquetWriter(
+            self._sink,
+            schema.arrow_schema(),
+            compression=codec,
+            # Arrow's gzip default is level 9: about twice as slow as 6 for no smaller files on this data.
+            compression_level=GZIP_LEVEL if codec == "gzip" else None,
+        )
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._buffer.append(record)
+        self.rows += 1
+        if len(self._buffer) >= self._row_group_size:
+            self._write_row_group()
+
+    def _write_row_group(self) -> None:
+        if len(self._buffer):
+            batch = self._buffer.to_batch()
+            self._buffer.clear()
+            self._writer.write_batch(batch, row_group_size=len(batch))
+
+    def close(self) -> PartInfo:
+        self._write_row_group()
+        self._writer.close()  # footer; leaves the sink (and the store's file) open
+        self.hasher.flush()
+        self.raw.close()  # object stores upload/complete here
+        return PartInfo(path=self.name, rows=self.rows, bytes=self.hasher.size, sha256=self.hasher.hexdigest())
+
+    def abort(self) -> None:
+        """Best effort: stop writing without publishing (object stores may still leave a partial object)."""
+        self._sink.kill()
+        self._buffer.clear()
+        try:
+            self._writer.close()
+        except Exception:
+            log.debug("Ignoring error while closing Parquet writer of %s", self.name, exc_info=True)
+        discard = getattr(self.raw, "discard", None)
+        if callable(discard):
+            try:
+                discard()
+            except Exception:
+                log.debug("Ignoring error while discarding %s", self.name, exc_info=True)
+        try:
+            self.raw.close()
+        except Exception:
+            log.debug("Ignoring error while closing %s", self.name, exc_info=True)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
@@ -220,7 +344,7 @@ def _json_default(value: Any) -> Any:
 
 
 class PartWriter:
-    """Stream records into ``part-NNNNN.jsonl[.gz]`` files under ``destination``; commit with a manifest.
+    """Stream records into ``part-NNNNN.jsonl[.gz]`` / ``.parquet`` files under ``destination``; commit a manifest.
 
     Use as a context manager:
 
@@ -241,6 +365,27 @@ class PartWriter:
 
     Gzip output uses ``mtime=0`` and no embedded file name, so identical reruns give byte-identical parts.
     A writer is single-use and not thread-safe: call it from one thread.
+
+    **Parquet** (``file_format="parquet"``, needs the ``[parquet]`` extra and a ``schema``): parts are
+    ``part-NNNNN.parquet``, rolled at ``max_records_per_part`` exactly as JSON Lines, in the fixed Arrow
+    schema of ``schema`` (typed columns plus the JSON catch-all ``extra``; see
+    :mod:`airflow_provider_auralytik.utils.schemas`), so every day's files have the same schema. Records are
+    buffered ``row_group_size`` at a time (one row group), then encoded and streamed through
+    ``pyarrow.parquet.ParquetWriter`` to the store via the same counting/hashing layer, so the manifest's
+    bytes and sha256 describe the stored object. ``compression`` selects the Parquet codec: ``"gzip"``
+    (default), ``"snappy"``, ``"zstd"`` or ``None`` (uncompressed). The manifest adds ``"schema"`` (name,
+    columns with their Arrow types, catch-all column). Parts hold no timestamps, so identical reruns give
+    byte-identical parts with the same pyarrow version. A rerun in either format replaces parts of the other.
+
+    :param destination: directory to write to (see :func:`resolve_destination`).
+    :param compression: ``"gzip"`` or ``None`` for JSON Lines; for Parquet also ``"snappy"`` or ``"zstd"``.
+    :param max_records_per_part: records per part file.
+    :param file_format: ``"jsonl"`` (default) or ``"parquet"``.
+    :param schema: the :class:`~airflow_provider_auralytik.utils.schemas.RecordSchema` of the records;
+        required for Parquet, ignored for JSON Lines (which stores every record as it is).
+    :param row_group_size: Parquet rows per row group (the most buffered in memory); ignored for JSON Lines.
+    :raises ImportError: for Parquet without pyarrow (naming the ``[parquet]`` extra), before anything at the
+        destination is touched.
     """
 
     def __init__(
@@ -249,22 +394,43 @@ class PartWriter:
         *,
         compression: str | None = "gzip",
         max_records_per_part: int = 100_000,
+        file_format: str = FORMAT,
+        schema: RecordSchema | None = None,
+        row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
     ) -> None:
-        if compression not in COMPRESSIONS:
-            raise ValueError(f"compression must be one of {COMPRESSIONS!r}, got {compression!r}")
-        if isinstance(max_records_per_part, bool) or not isinstance(max_records_per_part, int):
-            raise ValueError(f"max_records_per_part must be an int, got {max_records_per_part!r}")
-        if max_records_per_part < 1:
-            raise ValueError(f"max_records_per_part must be >= 1, got {max_records_per_part}")
+        if file_format not in FORMATS:
+            raise ValueError(f"file_format must be one of {FORMATS!r}, got {file_format!r}")
+        allowed = tuple(PARQUET_COMPRESSIONS) if file_format == PARQUET else COMPRESSIONS
+        if compression not in allowed:
+            raise ValueError(f"compression for {file_format} must be one of {allowed!r}, got {compression!r}")
+        for name, value in (("max_records_per_part", max_records_per_part), ("row_group_size", row_group_size)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         self.destination = destination
         self.compression = compression
         self.max_records_per_part = max_records_per_part
-        self._suffix = ".jsonl.gz" if compression == "gzip" else ".jsonl"
+        self.file_format = file_format
+        self.schema = schema
+        self.row_group_size = row_group_size
+        self._pq: ModuleType | None = None
+        if file_format == PARQUET:
+            from airflow_provider_auralytik.utils.schemas import RecordSchema
+
+            if not isinstance(schema, RecordSchema):
+                raise ValueError(
+                    f"file_format='parquet' needs schema=<RecordSchema> (e.g. schemas.CONVERSATIONS), got {schema!r}"
+                )
+            self._pq = _import_pyarrow()[1]  # fail here, before __enter__ deletes the earlier manifest
+            self._suffix = PARQUET_SUFFIX
+        else:
+            self._suffix = ".jsonl.gz" if compression == "gzip" else ".jsonl"
         self._state = "new"  # new -> open -> committed | closed
         self._existing: set[str] = set()
         self._written: list[str] = []
         self._files: list[PartInfo] = []
-        self._current: _OpenPart | None = None
+        self._current: _OpenPart | _ParquetPart | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._records = 0
@@ -303,9 +469,18 @@ class PartWriter:
     # ------------------------------------------------------------------ writing
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record as a JSON line; roll to a new part every ``max_records_per_part`` records."""
+        """Append one record (a JSON line, or a Parquet row); roll to a new part every ``max_records_per_part``."""
         if self._state != "open":
             raise RuntimeError(f"PartWriter is {self._state}: write() only inside the `with` block")
+        if self._pq is not None:
+            current = self._current
+            if current is None:
+                current = self._current = self._open_part()
+            current.append(record)  # type: ignore[union-attr]  # always a _ParquetPart here
+            self._records += 1
+            if current.rows >= self.max_records_per_part:
+                self._close_part()
+            return
         try:
             line = _ENCODER.encode(record).encode("utf-8")
         except UnicodeEncodeError:
@@ -328,15 +503,18 @@ class PartWriter:
         """Close the last part, delete stale parts, write ``_manifest.json``; return the full manifest.
 
         The manifest is ``manifest`` plus ``"format"``, ``"compression"`` and ``"files"`` (these three keys
-        are always set by the writer). Values must be JSON-serialisable; datetimes/dates become ISO strings.
+        are always set by the writer), and for Parquet ``"schema"`` (see :meth:`RecordSchema.describe`).
+        Values must be JSON-serialisable; datetimes/dates become ISO strings.
         """
         if self._state != "open":
             raise RuntimeError(f"PartWriter is {self._state}: commit() only once, inside the `with` block")
         if self._current is not None:
             self._close_part()
         full = dict(manifest)
-        full["format"] = FORMAT
+        full["format"] = self.file_format
         full["compression"] = self.compression
+        if self.file_format == PARQUET and self.schema is not None:
+            full["schema"] = self.schema.describe()
         full["files"] = [info.as_dict() for info in self._files]
         payload = (json.dumps(full, indent=2, ensure_ascii=False, default=_json_default) + "\n").encode()
 
@@ -389,14 +567,26 @@ class PartWriter:
             return set()
         return {child.name for child in children if child.name.startswith(PART_PREFIX)}
 
-    def _open_part(self) -> _OpenPart:
+    def _open_part(self) -> _OpenPart | _ParquetPart:
         name = f"{PART_PREFIX}{len(self._files):05d}{self._suffix}"
         self._written.append(name)  # before opening: a failed open is still cleaned up
         raw = self.destination.joinpath(name).open("wb")
-        return _OpenPart(name, raw, self.compression)
+        if self._pq is None:
+            return _OpenPart(name, raw, self.compression)
+        assert self.schema is not None
+        try:
+            return _ParquetPart(
+                name, raw, self.schema, PARQUET_COMPRESSIONS[self.compression], self.row_group_size, self._pq
+            )
+        except BaseException:
+            try:
+                raw.close()
+            except Exception:
+                log.debug("Ignoring error while closing %s", name, exc_info=True)
+            raise
 
     def _flush_pending(self) -> None:
-        if self._pending and self._current is not None:
+        if self._pending and isinstance(self._current, _OpenPart):
             self._current.write(b"".join(self._pending))
         self._pending.clear()
         self._pending_bytes = 0
@@ -461,9 +651,15 @@ def read_manifest(destination: ObjectStoragePath) -> dict[str, Any] | None:
 def iter_records(destination: ObjectStoragePath, *, verify: bool = True) -> Iterator[dict[str, Any]]:
     """Yield every record of a committed output, part by part, in the order the manifest lists them.
 
-    Reads only the parts listed in ``_manifest.json`` (gzip or not, decided by the file name). With
-    ``verify`` (default) each part's stored bytes, SHA-256 and row count are checked against the manifest
-    once the part has been read; a mismatch raises ``ValueError`` (after that part's records were yielded).
+    Reads only the parts listed in ``_manifest.json`` (gzip or not, JSON Lines or Parquet, decided by the file
+    name). With ``verify`` (default) each part's stored bytes, SHA-256 and row count are checked against the
+    manifest; a mismatch raises ``ValueError``: for JSON Lines once the part has been read (after its records
+    were yielded), for Parquet before any of its records are yielded.
+
+    Parquet rows come back as the original API objects: the catch-all ``extra`` column is merged back into the
+    record, timestamps are ``...Z`` strings again (see :mod:`airflow_provider_auralytik.utils.schemas`). A
+    Parquet part is read into memory whole (its stored, compressed size) since Parquet keeps its index at the
+    end; records are then decoded one row group at a time.
 
     :raises FileNotFoundError: if the destination has no manifest (missing or incomplete output).
     """
@@ -472,6 +668,9 @@ def iter_records(destination: ObjectStoragePath, *, verify: bool = True) -> Iter
         raise FileNotFoundError(f"No {MANIFEST_NAME} under {destination}: output missing or incomplete")
     for entry in manifest.get("files", []):
         name = entry["path"]
+        if name.endswith(PARQUET_SUFFIX):
+            yield from _iter_parquet_part(destination, entry, verify=verify)
+            continue
         reader = _PartReader(compressed=name.endswith(".gz"))
         with destination.joinpath(name).open("rb") as f:
             for line in reader.lines(f):
@@ -486,6 +685,35 @@ def iter_records(destination: ObjectStoragePath, *, verify: bool = True) -> Iter
                 problems.append(f"{reader.rows} rows, manifest says {entry['rows']}")
             if problems:
                 raise ValueError(f"{destination}/{name}: " + "; ".join(problems))
+
+
+def _iter_parquet_part(
+    destination: ObjectStoragePath, entry: dict[str, Any], *, verify: bool
+) -> Iterator[dict[str, Any]]:
+    pa, pq = _import_pyarrow()
+    from airflow_provider_auralytik.utils.schemas import EXTRA_COLUMN, METADATA_EXTRA, records_from_batch
+
+    name = entry["path"]
+    sha = hashlib.sha256()
+    data = bytearray()
+    with destination.joinpath(name).open("rb") as f:
+        while chunk := f.read(_READ_CHUNK):
+            sha.update(chunk)
+            data += chunk
+    problems = []
+    if verify:
+        if "bytes" in entry and len(data) != entry["bytes"]:
+            problems.append(f"{len(data)} bytes stored, manifest says {entry['bytes']}")
+        if "sha256" in entry and sha.hexdigest() != entry["sha256"]:
+            problems.append("sha256 differs from the manifest")
+        if problems:
+            raise ValueError(f"{destination}/{name}: " + "; ".join(problems))
+    parquet = pq.ParquetFile(pa.BufferReader(pa.py_buffer(data)))  # no copy of the part
+    if verify and "rows" in entry and parquet.metadata.num_rows != entry["rows"]:
+        raise ValueError(f"{destination}/{name}: {parquet.metadata.num_rows} rows, manifest says {entry['rows']}")
+    extra_column = (parquet.schema_arrow.metadata or {}).get(METADATA_EXTRA, EXTRA_COLUMN.encode()).decode()
+    for i in range(parquet.metadata.num_row_groups):
+        yield from records_from_batch(parquet.read_row_group(i, use_threads=False), extra_column=extra_column)
 
 
 class _PartReader:
@@ -526,3 +754,45 @@ class _PartReader:
         if carry.strip():
             self.rows += 1
             yield carry
+
+
+# ---------------------------------------------------------------------- manifests outside a PartWriter
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """How every ``_manifest.json`` is serialised: pretty JSON, UTF-8, a final newline."""
+    return (json.dumps(manifest, indent=2, ensure_ascii=False, default=_json_default) + "\n").encode()
+
+
+def write_manifest(destination: ObjectStoragePath, manifest: dict[str, Any]) -> None:
+    """
+    Write ``destination/_manifest.json`` as one atomic step (a rename locally, a single PUT on object
+    stores). For a manifest that describes parts written elsewhere, e.g. a sliced export's combined one.
+    """
+    payload = manifest_bytes(manifest)
+    target = destination.joinpath(MANIFEST_NAME)
+    if _is_local(destination):
+        destination.mkdir(parents=True, exist_ok=True)
+        tmp = destination.joinpath(MANIFEST_NAME + ".tmp")
+        with tmp.open("wb") as f:
+            f.write(payload)
+        os.replace(tmp.path, target.path)
+    else:
+        with target.open("wb") as f:
+            f.write(payload)
+    _invalidate(target)
+
+
+def withdraw_manifest(destination: ObjectStoragePath) -> None:
+    """Delete ``destination/_manifest.json`` if there is one: the destination is being rewritten."""
+    _delete(destination.joinpath(MANIFEST_NAME))
+
+
+def remove_tree(path: ObjectStoragePath) -> None:
+    """Delete a directory (or prefix) and everything under it; nothing if it is already gone."""
+    _invalidate(path)
+    try:
+        path.fs.rm(path.path, recursive=True)
+    except FileNotFoundError:
+        pass
+    _invalidate(path)
