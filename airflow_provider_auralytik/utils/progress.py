@@ -25,7 +25,7 @@ class Progress:
         noun: str,
         *,
         total: Callable[[], int | None] = lambda: None,
-        interval: float = 10.0,
+        interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.log = log
