@@ -23,7 +23,7 @@ class Clock:
 
 def test_logs_at_most_once_per_interval_with_total_rate_and_eta():
     log, clock = FakeLog(), Clock()
-    total = {"value": None}
+    total: dict[str, int | None] = {"value": None}
     progress = Progress(log, "messages", total=lambda: total["value"], interval=5.0, clock=clock)
     progress.add(100)
     assert log.lines == []  # nothing before the first interval
