@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow_provider_auralytik._compat import BaseTrigger, TriggerEvent
+from airflow_provider_auralytik._compat import AirflowException, BaseTrigger, TriggerEvent
 from airflow_provider_auralytik.hooks.auralytik import (
     AuralytikApiError,
     AuralytikAuthError,
@@ -92,6 +92,9 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
                         yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
                         return
                     self.log.warning("%s Polling again in %.0f s.", exc, self.poll_interval)
+                except AirflowException as exc:  # e.g. the connection does not exist: permanent
+                    yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
+                    return
                 else:
                     event = {"message": completion.describe(), "pending": completion.pending}
                     if completion.done:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_provider_auralytik.hooks.auralytik import AuralytikNotFoundError
@@ -138,7 +138,10 @@ def check_window(
     if memory.margin_pending is None or gap - memory.margin_pending <= 0:
         # Is what is not completed only in the margins? Look at them (a second or two each).
         outside: dict[str, Any] = {}
-        for date_from, date_to in ((low, format_instant(window.start)), (format_instant(window.end), high)):
+        # The end margin starts a second early: with an exclusive ``dateFrom``, starting at
+        # ``window.end`` would miss a conversation created exactly then (inside ones are dropped).
+        end_margin_from = format_instant(window.end - timedelta(seconds=1))
+        for date_from, date_to in ((low, format_instant(window.start)), (end_margin_from, high)):
             page = 1
             while True:
                 answer = yield PageCall(
@@ -182,7 +185,7 @@ def build_check(
 
 def run_sync(check: Check, hook: Any) -> Completion:
     """Drive a check with ``AuralytikHook``'s sync methods (sensor)."""
-    step: Call | Completion = next(check)
+    step: Call | Completion = _send(check, None)  # a check may have nothing to ask (ids known completed)
     while not isinstance(step, Completion):
         try:
             if isinstance(step, PageCall):
@@ -198,7 +201,7 @@ def run_sync(check: Check, hook: Any) -> Completion:
 
 async def run_async(check: Check, hook: Any) -> Completion:
     """Drive a check with ``AuralytikHook``'s async methods (trigger)."""
-    step: Call | Completion = next(check)
+    step: Call | Completion = _send(check, None)
     while not isinstance(step, Completion):
         try:
             if isinstance(step, PageCall):
