@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from _docs import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 LATENCY_MS = 50
@@ -122,19 +124,7 @@ def main() -> None:
     ]
     table = "\n".join(rows)
     print(table)
-    write_section(ROOT / "docs" / "benchmarks.md", "export", table)
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
+    write_section("export", table)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ memory), and the checks of the deferrable trigger (the same check, driven asynch
 
 Run::
 
-    python benchmarks/sensor_requests_per_poke.py [--per-day 5000] [--output docs/benchmarks-sensor.md]
+    python benchmarks/sensor_requests_per_poke.py [--per-day 5000]
 
-Prints the table as Markdown and writes it to ``--output``.
+Prints the table as Markdown and writes it into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from _docs import write_section
 
 # Airflow reads its configuration when first imported: keep this script away from ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="auralytik-bench-airflow-"))
@@ -161,7 +163,6 @@ def table(rows: list[dict[str, Any]], per_day: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--per-day", type=int, default=5000, help="conversations in the window")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks-sensor.md")
     args = parser.parse_args(argv)
 
     def nothing(sandbox: Sandbox) -> None:
@@ -183,11 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if [row["done"] for row in rows] != expected:
         raise AssertionError(f"unexpected outcomes: {[row['done'] for row in rows]}, expected {expected}")
 
-    markdown = "## Sensor: requests per poke\n\n" + table(rows, args.per_day)
+    markdown = table(rows, args.per_day)
     print(markdown)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(markdown, encoding="utf-8")
-    print(f"Written to {args.output}", file=sys.stderr)
+    write_section("sensor", markdown)
     return 0
 
 

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik._compat import AirflowException, BaseSensorOperator, conf
-from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
+from airflow_provider_auralytik.hooks.auralytik import AuralytikApiError, AuralytikHook
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
 from airflow_provider_auralytik.utils.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, DateWindow
 
@@ -73,11 +73,11 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
     def _memory(self) -> CompletionMemory:
         from airflow_provider_auralytik.utils.completion import CompletionMemory
 
-        return CompletionMemory()
+        return CompletionMemory(lasting=not self.reschedule)
 
     def _target(self) -> dict[str, Any]:
         """What to wait for, as plain values (shared by the poke and the trigger)."""
-        if self.conversation_ids:
+        if self.conversation_ids is not None:
             return {"conversation_ids": [str(c) for c in self.conversation_ids]}
         window = DateWindow.resolve(self.date_from, self.date_to)
         return {
@@ -94,7 +94,14 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool:
         from airflow_provider_auralytik.utils.completion import run_sync
 
-        completion = run_sync(self._check(), self.hook)
+        try:
+            completion = run_sync(self._check(), self.hook)
+        except AuralytikApiError as exc:
+            if exc.status is not None:  # refused (401, 404, 400): asking again will not help
+                raise
+            # Still failing after the hook's retries (an outage): poke again later, as the trigger does.
+            self.log.warning("%s Poking again later.", exc)
+            return False
         self.log.info("%s", completion.describe())
         return completion.done
 

@@ -46,7 +46,7 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
     ) -> None:
         super().__init__()
         self.auralytik_conn_id = auralytik_conn_id
-        self.conversation_ids = list(conversation_ids) if conversation_ids else None
+        self.conversation_ids = list(conversation_ids) if conversation_ids is not None else None
         self.date_from = date_from
         self.date_to = date_to
         self.channel_id = channel_id
@@ -91,7 +91,7 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
                     if exc.status is not None:  # a refused request: asking again will not help
                         yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
                         return
-                    self.log.warning("%s Polling again in %.0f s.", exc, self.poll_interval)
+                    self.log.warning("%s Polling again in %g s.", exc, self.poll_interval)
                 except AirflowException as exc:  # e.g. the connection does not exist: permanent
                     yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
                     return
@@ -100,7 +100,7 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
                     if completion.done:
                         yield TriggerEvent({"status": "success", **event, "total": completion.total})
                         return
-                    self.log.info("%s Checking again in %.0f s.", completion.describe(), self.poll_interval)
+                    self.log.info("%s Checking again in %g s.", completion.describe(), self.poll_interval)
                 await asyncio.sleep(self.poll_interval)
         finally:
             await hook.aclose()

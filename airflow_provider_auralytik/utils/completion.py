@@ -51,16 +51,19 @@ class Completion:
     requests: int
     #: Up to a few ids still pending, for logs (ids only: never content).
     examples: tuple[str, ...] = ()
+    #: Counts include the second on each side of the window (the answer itself is exact).
+    approximate: bool = False
 
     @property
     def done(self) -> bool:
         return self.pending == 0
 
     def describe(self) -> str:
-        of = f" of {self.total}" if self.total is not None else ""
+        about = "~" if self.approximate else ""
+        of = f" of {about}{self.total}" if self.total is not None else ""
         if self.done:
             return f"All{of.replace(' of', '')} conversations are completed."
-        return f"{self.pending}{of} conversations not completed yet."
+        return f"{about}{self.pending}{of} conversations not completed yet."
 
 
 @dataclass
@@ -72,6 +75,9 @@ class CompletionMemory:
     #: Just-outside-the-window conversations found by the last margin look, once margins are past.
     margin_pending: int | None = None
     margin_total: int | None = None
+    #: False when nothing survives until the next check (a sensor in ``reschedule`` mode): a margin
+    #: look could never be reused, so a waiting check skips it when it can and reports ``~`` counts.
+    lasting: bool = True
 
 
 Check = Generator[Call, Any, Completion]
@@ -135,6 +141,12 @@ def check_window(
         total = total_wide - memory.margin_total if memory.margin_total is not None else None
         return Completion(0, total, requests)
 
+    if not memory.lasting and any(c.get("status") != COMPLETED for c in _inside(window, data).values()):
+        # A conversation inside the window is not completed: not done, whatever the margins hold.
+        # Skipping the margins keeps a waiting poke at 2 requests when nothing would remember
+        # them; the counts then include the margins.
+        return Completion(gap, total_wide, requests, approximate=True)
+
     if memory.margin_pending is None or gap - memory.margin_pending <= 0:
         # Is what is not completed only in the margins? Look at them (a second or two each).
         outside: dict[str, Any] = {}
@@ -177,7 +189,7 @@ def build_check(
     campaign_id: str | None = None,
 ) -> Check:
     """The check for what a sensor names: its ``conversation_ids`` if given, else its window."""
-    if conversation_ids:
+    if conversation_ids is not None:  # an empty list names nothing to wait for: done at once
         return check_ids(list(conversation_ids), memory)
     window = DateWindow.resolve(date_from, date_to)
     return check_window(window, ConversationFilters(channel_id=channel_id, campaign_id=campaign_id), memory)

@@ -28,6 +28,7 @@ Importing this module is cheap: Airflow is imported only when a destination is r
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -791,8 +792,6 @@ def withdraw_manifest(destination: ObjectStoragePath) -> None:
 def remove_tree(path: ObjectStoragePath) -> None:
     """Delete a directory (or prefix) and everything under it; nothing if it is already gone."""
     _invalidate(path)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         path.fs.rm(path.path, recursive=True)
-    except FileNotFoundError:
-        pass
     _invalidate(path)

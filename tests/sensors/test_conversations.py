@@ -22,14 +22,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pendulum
 import pytest
 import requests_mock
-from airflow.sdk.exceptions import (
+
+from airflow_provider_auralytik._compat import (
     AirflowException,
     AirflowRescheduleException,
     AirflowSensorTimeout,
     AirflowSkipException,
     TaskDeferred,
 )
-
 from airflow_provider_auralytik.hooks.auralytik import AuralytikAuthError, AuralytikNotFoundError
 from airflow_provider_auralytik.sensors.conversations import AuralytikConversationsCompletedSensor
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
@@ -169,7 +169,7 @@ def test_conversation_ids_as_a_string_is_refused() -> None:
 def test_deferrable_default_follows_operators_default_deferrable(
     monkeypatch: pytest.MonkeyPatch, setting: str, expected: bool
 ) -> None:
-    from airflow.sdk import conf
+    from airflow_provider_auralytik._compat import conf
 
     monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", setting)
     assert conf.getboolean("operators", "default_deferrable") is expected
@@ -612,3 +612,30 @@ def test_dag_reschedule_mode(dags: Any, make_sandbox: MakeSandbox, monkeypatch: 
     assert str(ti.state) == "success"
     assert ti.try_number == 1  # rescheduled pokes are not retries
     assert sandbox.stats.by_kind["list"] > 4, "several pokes, each in its own run of the task"
+
+
+def test_an_outage_past_the_retries_is_a_false_poke_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    set_conn(monkeypatch, BASE, KEY, max_retries=1, backoff_base=0)
+    with requests_mock.Mocker() as m:
+        m.get(f"{BASE}/conversations", status_code=503, text="<html>down</html>")
+        assert sensor().poke({}) is False  # type: ignore[arg-type]  # the sensor reads nothing from it
+        assert m.call_count == 2
+    assert "Poking again later" in log_text(caplog, capfd)
+
+
+def test_a_refused_key_still_fails_the_poke_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, BASE, KEY, max_retries=3, backoff_base=0)
+    with requests_mock.Mocker() as m:
+        m.get(f"{BASE}/conversations", status_code=401, json={"message": "bad key"})
+        with pytest.raises(AuralytikAuthError):
+            sensor().poke({})  # type: ignore[arg-type]  # the sensor reads nothing from it
+        assert m.call_count == 1
+
+
+def test_an_empty_list_of_ids_is_done_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, BASE, KEY)
+    with requests_mock.Mocker() as m:
+        assert sensor(conversation_ids=[]).poke({}) is True  # type: ignore[arg-type]
+        assert m.call_count == 0

@@ -480,3 +480,42 @@ def test_build_check_passes_filters() -> None:
     assert isinstance(call, PageCall)
     assert (call.query["channel_id"], call.query["campaign_id"]) == ("ch_x", "camp_y")
     check.close()
+
+
+def test_without_lasting_memory_a_waiting_check_skips_the_margins() -> None:
+    # Reschedule mode: nothing survives to the next poke, so a margin look could never be reused.
+    # A not-completed conversation seen inside the window already answers "not done".
+    margins = [conv("m_end", END, "active")]
+    inside = spread("c", 412)
+    for c in inside[-37:]:  # the newest: on the first page of a newest-first listing
+        c["status"] = "active"
+    api = FakeApi([*inside, *margins])
+    for _ in range(3):
+        waiting = api.run(window_check(CompletionMemory(lasting=False)))
+        assert waiting.requests == 2
+        assert not waiting.done
+        assert waiting.approximate
+        # The counts include the margins' conversations (here: one active at date_to).
+        assert (waiting.pending, waiting.total) == (38, 413)
+        assert waiting.describe() == "~38 of ~413 conversations not completed yet."
+
+    for c in inside[-37:]:
+        api.set_status(c["id"], COMPLETED)
+    done = api.run(window_check(CompletionMemory(lasting=False)))
+    assert done.done  # still exact at the edges: the active one at date_to is outside
+    assert not done.approximate
+
+
+def test_an_empty_list_of_ids_names_nothing_to_wait_for() -> None:
+    api = FakeApi([conv("a", START, "active")])
+    completion = api.run(build_check(CompletionMemory(), conversation_ids=[], date_from=START, date_to=END))
+    assert completion.done
+    assert api.calls == []
+
+
+def test_without_lasting_memory_the_margins_are_still_looked_at_when_the_first_page_shows_no_pending() -> None:
+    # The pending ones are the oldest, not on the first page: only the margins can tell.
+    api = FakeApi([*spread("c", 412, pending=37), conv("m_end", END, "active")])
+    waiting = api.run(window_check(CompletionMemory(lasting=False)))
+    assert (waiting.pending, waiting.total, waiting.approximate) == (37, 412, False)
+    assert waiting.requests == 4
