@@ -8,6 +8,7 @@ import resource
 import sys
 import tempfile
 import time
+from typing import Any
 
 T0 = time.perf_counter()
 
@@ -29,7 +30,7 @@ def main() -> None:
     logging.disable(logging.INFO)  # keep the benchmark's own output to the JSON line
     imported = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        common = {"task_id": "bench", "destination": out, "date_from": date_from, "date_to": date_to}
+        common: dict[str, Any] = {"task_id": "bench", "destination": out, "date_from": date_from, "date_to": date_to}
         operator = (
             AuralytikExportMessagesOperator(max_concurrency=int(concurrency), **common)
             if kind == "messages"

@@ -83,7 +83,7 @@ class _AuralytikExportOperator(BaseOperator):
         columns for the documented fields, every other field kept as a JSON object in the string column
         ``extra``; see :mod:`airflow_provider_auralytik.utils.schemas`), needs the ``[parquet]`` extra
         (``pip install "airflow-provider-auralytik[parquet]"``). With Parquet, ``compression`` picks the
-        Parquet codec: ``"gzip"`` (the default) is Parquet's gzip, ``None`` uncompressed. Parts, manifest
+        Parquet codec: ``"gzip"`` (the default), ``"snappy"``, ``"zstd"`` or ``None``. Parts, manifest
         (plus its ``"schema"``) and rerun/failure behaviour are the same as for JSON Lines.
     :param auralytik_conn_id: Connection of type ``auralytik``.
     :param asset_alias: Name of an ``AssetAlias`` this task emits to: on success it records an
@@ -129,12 +129,13 @@ class _AuralytikExportOperator(BaseOperator):
         register_asset_alias(self, asset_alias)
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
-        if compression not in ("gzip", None):
-            raise ValueError(f"compression must be 'gzip' or None, not {compression!r}.")
-        if max_records_per_part < 1:
-            raise ValueError(f"max_records_per_part must be at least 1, not {max_records_per_part}.")
         if file_format not in ("jsonl", "parquet"):
             raise ValueError(f"file_format must be 'jsonl' or 'parquet', not {file_format!r}.")
+        codecs = ("gzip", None) if file_format == "jsonl" else ("gzip", "snappy", "zstd", None)
+        if compression not in codecs:
+            raise ValueError(f"compression for {file_format} must be one of {codecs}, not {compression!r}.")
+        if max_records_per_part < 1:
+            raise ValueError(f"max_records_per_part must be at least 1, not {max_records_per_part}.")
         self.destination = destination
         self.destination_conn_id = destination_conn_id
         self.date_from = date_from

@@ -319,3 +319,11 @@ def test_export_to_s3_through_an_airflow_connection(api, s3_server):
         date_to=NEXT,
     ).execute(context={})
     assert s3_server.keys(prefix) == [f"{prefix}/_manifest.json", f"{prefix}/part-00000.jsonl.gz"]
+
+
+def test_parquet_takes_its_own_codecs_and_jsonl_does_not(tmp_path):
+    assert conversations_op(tmp_path, file_format="parquet", compression="zstd").compression == "zstd"
+    with pytest.raises(ValueError, match="compression for jsonl"):
+        conversations_op(tmp_path, compression="zstd")
+    with pytest.raises(ValueError, match="file_format"):
+        conversations_op(tmp_path, file_format="csv")
