@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_auralytik import __version__
 from airflow_provider_auralytik._compat import Asset, AssetAlias, BaseOperator
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
+from airflow_provider_auralytik.utils.schemas import check_format
 from airflow_provider_auralytik.utils.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
@@ -129,11 +130,7 @@ class _AuralytikExportOperator(BaseOperator):
         register_asset_alias(self, asset_alias)
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
-        if file_format not in ("jsonl", "parquet"):
-            raise ValueError(f"file_format must be 'jsonl' or 'parquet', not {file_format!r}.")
-        codecs = ("gzip", None) if file_format == "jsonl" else ("gzip", "snappy", "zstd", None)
-        if compression not in codecs:
-            raise ValueError(f"compression for {file_format} must be one of {codecs}, not {compression!r}.")
+        check_format(file_format, compression)
         if max_records_per_part < 1:
             raise ValueError(f"max_records_per_part must be at least 1, not {max_records_per_part}.")
         self.destination = destination

@@ -45,6 +45,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow as pa
+#: Output formats and the compression codecs each accepts (``None``: uncompressed).
+CODECS: dict[str, tuple[str | None, ...]] = {
+    "jsonl": ("gzip", None),
+    "parquet": ("gzip", "snappy", "zstd", None),
+}
+
+
+def check_format(file_format: str, compression: str | None) -> None:
+    """Refuse an unknown output format, or a codec the format does not take (before any I/O)."""
+    if file_format not in CODECS:
+        raise ValueError(f"file_format must be one of {tuple(CODECS)}, not {file_format!r}.")
+    if compression not in CODECS[file_format]:
+        raise ValueError(f"compression for {file_format} must be one of {CODECS[file_format]}, not {compression!r}.")
+
 
 STRING = "string"
 INT64 = "int64"

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_provider_auralytik.utils.schemas import check_format
+
 if TYPE_CHECKING:
     from types import ModuleType, TracebackType
 
@@ -53,8 +55,6 @@ MANIFEST_NAME = "_manifest.json"
 PART_PREFIX = "part-"
 FORMAT = "jsonl"
 PARQUET = "parquet"
-FORMATS = (FORMAT, PARQUET)
-COMPRESSIONS = ("gzip", None)
 #: ``compression`` values accepted with ``file_format="parquet"``, and the Parquet codec each one selects.
 PARQUET_COMPRESSIONS: dict[str | None, str] = {"gzip": "gzip", None: "none", "snappy": "snappy", "zstd": "zstd"}
 #: Rows per Parquet row group: the most a Parquet part buffers in memory before encoding and writing it.
@@ -94,6 +94,21 @@ def _invalidate(path: ObjectStoragePath) -> None:
 def _delete(path: ObjectStoragePath) -> None:
     _invalidate(path)
     path.unlink(missing_ok=True)
+
+
+def _discard_quietly(raw: Any, name: str) -> None:
+    """Drop an unfinished object: fsspec's buffered files (s3fs, gcsfs, adlfs) discard their buffer
+    and abort a multipart upload; then close, ignoring errors (we are already failing)."""
+    discard = getattr(raw, "discard", None)
+    if callable(discard):
+        try:
+            discard()
+        except Exception:
+            log.debug("Ignoring error while discarding %s", name, exc_info=True)
+    try:
+        raw.close()
+    except Exception:
+        log.debug("Ignoring error while closing %s", name, exc_info=True)
 
 
 def resolve_destination(destination: str, conn_id: str | None) -> ObjectStoragePath:
@@ -215,17 +230,7 @@ class _OpenPart:
                 self.gz.close()
             except Exception:
                 log.debug("Ignoring error while closing gzip stream of %s", self.name, exc_info=True)
-        # fsspec buffered files (s3fs, gcsfs, adlfs) can drop their buffer / abort a multipart upload.
-        discard = getattr(self.raw, "discard", None)
-        if callable(discard):
-            try:
-                discard()
-            except Exception:
-                log.debug("Ignoring error while discarding %s", self.name, exc_info=True)
-        try:
-            self.raw.close()
-        except Exception:
-            log.debug("Ignoring error while closing %s", self.name, exc_info=True)
+        _discard_quietly(self.raw, self.name)
 
 
 def _import_pyarrow() -> tuple[ModuleType, ModuleType]:
@@ -326,16 +331,7 @@ class _ParquetPart:
             self._writer.close()
         except Exception:
             log.debug("Ignoring error while closing Parquet writer of %s", self.name, exc_info=True)
-        discard = getattr(self.raw, "discard", None)
-        if callable(discard):
-            try:
-                discard()
-            except Exception:
-                log.debug("Ignoring error while discarding %s", self.name, exc_info=True)
-        try:
-            self.raw.close()
-        except Exception:
-            log.debug("Ignoring error while closing %s", self.name, exc_info=True)
+        _discard_quietly(self.raw, self.name)
 
 
 def _json_default(value: Any) -> Any:
@@ -399,11 +395,7 @@ class PartWriter:
         schema: RecordSchema | None = None,
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
     ) -> None:
-        if file_format not in FORMATS:
-            raise ValueError(f"file_format must be one of {FORMATS!r}, got {file_format!r}")
-        allowed = tuple(PARQUET_COMPRESSIONS) if file_format == PARQUET else COMPRESSIONS
-        if compression not in allowed:
-            raise ValueError(f"compression for {file_format} must be one of {allowed!r}, got {compression!r}")
+        check_format(file_format, compression)
         for name, value in (("max_records_per_part", max_records_per_part), ("row_group_size", row_group_size)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an int, got {value!r}")
