@@ -8,6 +8,19 @@ __version__ = "0.1.0"
 
 _PKG = "airflow_provider_auralytik"
 
+#: The connection form, declared the Airflow 3.2+ way (``ui-field-behaviour`` in the provider info,
+#: read by the API server without importing the hook). Airflow 3.0/3.1 read the same thing from
+#: ``AuralytikHook.get_ui_field_behaviour()`` (snake_case keys); tests keep the two identical.
+_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port", "login"],
+    "relabeling": {"host": "Base URL", "password": "API key"},
+    "placeholders": {
+        "host": "https://api.auralytik.com/v1",
+        "password": "Auralytik API key with the conversations:read scope",
+        "extra": '{"timeout": 30, "max_retries": 6, "max_concurrency": 16}',
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     """Describe this provider to Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
@@ -17,10 +30,24 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Export Auralytik conversations and PII-masked messages; wait for completion.",
         "versions": [__version__],
         "connection-types": [
-            {"connection-type": "auralytik", "hook-class-name": f"{_PKG}.hooks.auralytik.AuralytikHook"}
+            {
+                "connection-type": "auralytik",
+                "hook-class-name": f"{_PKG}.hooks.auralytik.AuralytikHook",
+                "hook-name": "Auralytik",
+                "ui-field-behaviour": {
+                    "hidden-fields": list(_UI_FIELD_BEHAVIOUR["hidden-fields"]),
+                    "relabeling": dict(_UI_FIELD_BEHAVIOUR["relabeling"]),
+                    "placeholders": dict(_UI_FIELD_BEHAVIOUR["placeholders"]),
+                },
+            }
         ],
         "hooks": [{"integration-name": "Auralytik", "python-modules": [f"{_PKG}.hooks.auralytik"]}],
-        "operators": [{"integration-name": "Auralytik", "python-modules": [f"{_PKG}.operators.export"]}],
+        "operators": [
+            {
+                "integration-name": "Auralytik",
+                "python-modules": [f"{_PKG}.operators.export", f"{_PKG}.operators.slices"],
+            }
+        ],
         "sensors": [{"integration-name": "Auralytik", "python-modules": [f"{_PKG}.sensors.conversations"]}],
         "triggers": [{"integration-name": "Auralytik", "python-modules": [f"{_PKG}.triggers.conversations"]}],
         "integrations": [

@@ -5,7 +5,8 @@ What differs on 3.0 (Task SDK 1.0):
 
 * ``airflow.sdk`` has no ``BaseHook`` (3.1+): it lives in ``airflow.hooks.base``.
 * ``airflow.sdk`` has no ``conf`` (3.1+): ``airflow.configuration.conf``.
-* ``airflow.sdk.exceptions`` has no ``AirflowException``/``AirflowSkipException`` (3.1+):
+* ``airflow.sdk.exceptions`` has none of ``AirflowException``, ``AirflowSkipException``,
+  ``AirflowSensorTimeout``, ``AirflowRescheduleException``, ``TaskDeferred`` (3.1+): they are in
   ``airflow.exceptions`` (the same classes on 3.1+, re-exported there with a deprecation warning).
 * ``BaseHook.aget_connection`` (3.1+) is missing: see :func:`aget_connection`.
 * ``DagBag`` is ``airflow.models.dagbag.DagBag`` (``airflow.dag_processing.dagbag`` from 3.1).
@@ -18,8 +19,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from packaging.version import Version
-
 from airflow import __version__ as _airflow_version
 from airflow.sdk import (
     Asset,
@@ -30,17 +29,30 @@ from airflow.sdk import (
     ObjectStoragePath,
 )
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from packaging.version import Version
 
 #: The installed Airflow release (``base_version``: ``3.1.0rc1`` compares as ``3.1.0``).
 AIRFLOW_VERSION = Version(Version(_airflow_version).base_version)
-AIRFLOW_V_3_1_PLUS = AIRFLOW_VERSION >= Version("3.1.0")
+AIRFLOW_V_3_1_PLUS = Version("3.1.0") <= AIRFLOW_VERSION
 
 if TYPE_CHECKING or AIRFLOW_V_3_1_PLUS:
     from airflow.sdk import BaseHook, conf
-    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
 else:  # Airflow 3.0
     from airflow.configuration import conf
-    from airflow.exceptions import AirflowException, AirflowSkipException
+    from airflow.exceptions import (
+        AirflowException,
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
     from airflow.hooks.base import BaseHook
 
 if TYPE_CHECKING:
@@ -62,6 +74,8 @@ __all__ = [
     "AIRFLOW_VERSION",
     "AIRFLOW_V_3_1_PLUS",
     "AirflowException",
+    "AirflowRescheduleException",
+    "AirflowSensorTimeout",
     "AirflowSkipException",
     "Asset",
     "AssetAlias",
@@ -72,6 +86,7 @@ __all__ = [
     "Context",
     "DagBag",
     "ObjectStoragePath",
+    "TaskDeferred",
     "TriggerEvent",
     "aget_connection",
     "conf",

@@ -58,6 +58,10 @@ class AuralytikNotFoundError(AuralytikApiError):
     """404: the conversation (or the API path) does not exist."""
 
 
+class AuralytikUnavailableError(AuralytikApiError):
+    """Transient faults (429, 5xx, dropped connections, timeouts) outlived the retry budget."""
+
+
 class _Retryable(Exception):
     """A transient outcome: worth another try after ``retry_after`` seconds (or backoff)."""
 
@@ -448,7 +452,7 @@ class AuralytikHook(BaseHook):
     # -- the sync request loop ---------------------------------------------------------------
 
     def _fail_after_retries(self, request: ApiRequest, reason: str, attempts: int) -> AuralytikApiError:
-        return AuralytikApiError(
+        return AuralytikUnavailableError(
             f"{request.describe()} still failing after {attempts} attempts ({reason}): the API is "
             f"unavailable or rate-limiting; retry later or raise max_retries in connection "
             f"{self.auralytik_conn_id!r}."
@@ -577,7 +581,7 @@ class AuralytikHook(BaseHook):
         Paging stops on an empty or short page, once ``totalCount`` is reached, or, on a server
         whose ``totalCount`` keeps growing, with an error after 50% more pages than first announced.
         The server's own date rule applies here; for an exact half-open window use
-        :func:`airflow_provider_auralytik.utils.listing.iter_window`.
+        :class:`airflow_provider_auralytik.utils.listing.WindowListing`.
         """
         query: dict[str, Any] = {
             "channel_id": channel_id,

@@ -252,7 +252,8 @@ class AuralytikExportConversationsOperator(_AuralytikExportOperator):
         for conversation in listing:
             writer.write(conversation)
             progress.add()
-        return {"counts": {"conversations": writer.records_written}, "api_requests": listing.requests}
+        # Nothing is fetched per conversation here, so nothing can be skipped: listed for the schema.
+        return {"counts": {"conversations": writer.records_written}, "skipped": [], "api_requests": listing.requests}
 
 
 class AuralytikExportMessagesOperator(_AuralytikExportOperator):

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik._compat import AirflowException, BaseSensorOperator, conf
-from airflow_provider_auralytik.hooks.auralytik import AuralytikApiError, AuralytikHook
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
 from airflow_provider_auralytik.utils.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, DateWindow
 
@@ -96,10 +96,9 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
 
         try:
             completion = run_sync(self._check(), self.hook)
-        except AuralytikApiError as exc:
-            if exc.status is not None:  # refused (401, 404, 400): asking again will not help
-                raise
-            # Still failing after the hook's retries (an outage): poke again later, as the trigger does.
+        except AuralytikUnavailableError as exc:
+            # Still failing after the hook's retries (an outage): poke again later, as the trigger
+            # does. Anything refused (a key, an id, a request) raises: asking again will not help.
             self.log.warning("%s Poking again later.", exc)
             return False
         self.log.info("%s", completion.describe())

@@ -7,12 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow_provider_auralytik._compat import AirflowException, BaseTrigger, TriggerEvent
-from airflow_provider_auralytik.hooks.auralytik import (
-    AuralytikApiError,
-    AuralytikAuthError,
-    AuralytikHook,
-    AuralytikNotFoundError,
-)
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
 
 
 class AuralytikConversationsCompletedTrigger(BaseTrigger):
@@ -84,15 +79,10 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
                         campaign_id=self.campaign_id,
                     )
                     completion = await run_async(check, hook)
-                except (AuralytikAuthError, AuralytikNotFoundError, ValueError) as exc:
-                    yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
-                    return
-                except AuralytikApiError as exc:
-                    if exc.status is not None:  # a refused request: asking again will not help
-                        yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
-                        return
+                except AuralytikUnavailableError as exc:  # an outage past the retries: poll again
                     self.log.warning("%s Polling again in %g s.", exc, self.poll_interval)
-                except AirflowException as exc:  # e.g. the connection does not exist: permanent
+                except (AirflowException, ValueError) as exc:
+                    # Refused (a key, an id, a request), a missing connection, a bad window: permanent.
                     yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
                     return
                 else:

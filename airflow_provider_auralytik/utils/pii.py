@@ -94,7 +94,7 @@ class PiiLeakError(AirflowException):
         what = "a phone number" if kind == "phone" else "an e-mail address"
         super().__init__(
             f"PII detected in message {shown}: {what} (kind={kind!r}) survived the API's PII exclusion; "
-            f"content not shown. Use pii_mode='mask' to mask such findings instead of failing."
+            f"content not shown. Use pii_guard='mask' to mask such findings instead of failing."
         )
 
 

@@ -31,6 +31,7 @@ from airflow_provider_auralytik.hooks.auralytik import (
     AuralytikAuthError,
     AuralytikHook,
     AuralytikNotFoundError,
+    AuralytikUnavailableError,
 )
 
 UTC = timezone.utc
@@ -849,7 +850,7 @@ def test_exhaustion_after_max_retries_plus_one_attempts(m, hook, sleeps, url, re
     exc = info.value
     assert m.call_count == 4  # max_retries=3 in the connection, plus the first attempt
     assert len(sleeps) == 3
-    assert type(exc) is AuralytikApiError
+    assert type(exc) is AuralytikUnavailableError  # what sensors and triggers treat as an outage
     assert exc.status is None
     message = str(exc)
     assert "\n" not in message
@@ -968,21 +969,26 @@ KEY_CASES = [
         AuralytikApiError,
         id="400-json-as-text",
     ),
-    pytest.param(CONV_URL, {"status_code": 500, "json": ECHO}, AuralytikApiError, id="500-json-echo"),
-    pytest.param(CONV_URL, {"status_code": 503, "text": HTML + KEY}, AuralytikApiError, id="503-html-echo"),
+    pytest.param(CONV_URL, {"status_code": 500, "json": ECHO}, AuralytikUnavailableError, id="500-json-echo"),
+    pytest.param(CONV_URL, {"status_code": 503, "text": HTML + KEY}, AuralytikUnavailableError, id="503-html-echo"),
     pytest.param(
-        CONV_URL, {"status_code": 429, "json": ECHO, "headers": {"Retry-After": "1"}}, AuralytikApiError, id="429"
+        CONV_URL,
+        {"status_code": 429, "json": ECHO, "headers": {"Retry-After": "1"}},
+        AuralytikUnavailableError,
+        id="429",
     ),
     pytest.param(
         CONV_URL,
         {"exc": requests.exceptions.ConnectionError(f"Max retries exceeded (Bearer {KEY})")},
-        AuralytikApiError,
+        AuralytikUnavailableError,
         id="connection-error",
     ),
-    pytest.param(CONV_URL, {"exc": requests.exceptions.Timeout(f"timed out {KEY}")}, AuralytikApiError, id="timeout"),
-    pytest.param(CONV_URL, {"content": f"{{{KEY}".encode()}, AuralytikApiError, id="200-invalid-json"),
-    pytest.param(MSGS_URL, {"json": ECHO}, AuralytikApiError, id="200-wrong-shape"),
-    pytest.param(LIST_URL, {"json": {"data": KEY, "totalCount": 1}}, AuralytikApiError, id="200-bad-page"),
+    pytest.param(
+        CONV_URL, {"exc": requests.exceptions.Timeout(f"timed out {KEY}")}, AuralytikUnavailableError, id="timeout"
+    ),
+    pytest.param(CONV_URL, {"content": f"{{{KEY}".encode()}, AuralytikUnavailableError, id="200-invalid-json"),
+    pytest.param(MSGS_URL, {"json": ECHO}, AuralytikUnavailableError, id="200-wrong-shape"),
+    pytest.param(LIST_URL, {"json": {"data": KEY, "totalCount": 1}}, AuralytikUnavailableError, id="200-bad-page"),
 ]
 
 
