@@ -7,7 +7,7 @@ layout and the manifest are described in :mod:`airflow_provider_auralytik.utils.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from airflow_provider_auralytik.utils.window import (
 
 if TYPE_CHECKING:
     from airflow_provider_auralytik._compat import Context, ObjectStoragePath
+    from airflow_provider_auralytik.utils.concurrency import OrderedMap, Prefetch
     from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.utils.progress import Progress
     from airflow_provider_auralytik.utils.writer import PartWriter
@@ -104,8 +105,10 @@ class _AuralytikExportOperator(BaseOperator):
     ui_color = "#e8f4f8"
     #: What the manifest calls a record of this export.
     kind: str = ""
-    #: Each export writes its records and returns the manifest's own fields (at least ``counts``).
-    _export: Callable[[WindowListing, PartWriter, Progress], dict[str, Any]]
+    #: Each export starts reading (and fetching) as soon as its stream exists ...
+    _stream: Callable[[WindowListing], Prefetch[Any] | OrderedMap[Any, Any]]
+    #: ... then writes the stream's records and returns the manifest's own fields (at least ``counts``).
+    _export: Callable[[Iterable[Any], WindowListing, PartWriter, Progress], dict[str, Any]]
 
     def __init__(
         self,
@@ -164,40 +167,44 @@ class _AuralytikExportOperator(BaseOperator):
         from airflow_provider_auralytik.utils.writer import PartWriter, resolve_destination
 
         window, filters = DateWindow.resolve(self.date_from, self.date_to), self._filters()
-        destination = resolve_destination(self.destination, self.destination_conn_id)
         started = datetime.now(UTC)
         listing = WindowListing(self.hook, window, filters, page_size=self.page_size)
         progress = Progress(self.log, self.kind, total=lambda: listing.estimated_total)
-        self.log.info(
-            "Exporting Auralytik %s for %s%s to %s",
-            self.kind,
-            window,
-            f" (filters {filters.as_dict()})" if filters.as_dict() else "",
-            storage_url(destination),
-        )
         try:
-            with PartWriter(
-                destination,
-                compression=self.compression,
-                max_records_per_part=self.max_records_per_part,
-                file_format=self.file_format,
-                schema=get_schema(self.kind),
-            ) as writer:
-                details = self._export(listing, writer, progress)
-                manifest = writer.commit(
-                    {
-                        "manifest_version": 1,
-                        "kind": self.kind,
-                        "provider": "airflow-provider-auralytik",
-                        "provider_version": __version__,
-                        "api_host": self.hook.base_url,
-                        "window": window.as_dict(),
-                        "filters": filters.as_dict(),
-                        "started_at": format_instant(started),
-                        "finished_at": format_instant(datetime.now(UTC)),
-                        **details,
-                    }
+            # The requests start now, while the destination is opened (its first use costs Airflow
+            # a few hundred milliseconds of imports, and a remote store its connection).
+            with self._stream(listing) as stream:
+                destination = resolve_destination(self.destination, self.destination_conn_id)
+                self.log.info(
+                    "Exporting Auralytik %s for %s%s to %s",
+                    self.kind,
+                    window,
+                    f" (filters {filters.as_dict()})" if filters.as_dict() else "",
+                    storage_url(destination),
                 )
+                writer = PartWriter(
+                    destination,
+                    compression=self.compression,
+                    max_records_per_part=self.max_records_per_part,
+                    file_format=self.file_format,
+                    schema=get_schema(self.kind),
+                )
+                with writer:
+                    details = self._export(stream, listing, writer, progress)
+                    manifest = writer.commit(
+                        {
+                            "manifest_version": 1,
+                            "kind": self.kind,
+                            "provider": "airflow-provider-auralytik",
+                            "provider_version": __version__,
+                            "api_host": self.hook.base_url,
+                            "window": window.as_dict(),
+                            "filters": filters.as_dict(),
+                            "started_at": format_instant(started),
+                            "finished_at": format_instant(datetime.now(UTC)),
+                            **details,
+                        }
+                    )
         finally:
             self.hook.close()
         self.destination_path = destination
@@ -248,8 +255,15 @@ class AuralytikExportConversationsOperator(_AuralytikExportOperator):
 
     kind = "conversations"
 
-    def _export(self, listing: WindowListing, writer: PartWriter, progress: Progress) -> dict[str, Any]:
-        for conversation in listing:
+    def _stream(self, listing: WindowListing) -> Prefetch[dict[str, Any]]:
+        from airflow_provider_auralytik.utils.concurrency import Prefetch
+
+        return Prefetch(listing, buffer=2 * self.page_size)
+
+    def _export(
+        self, stream: Iterable[dict[str, Any]], listing: WindowListing, writer: PartWriter, progress: Progress
+    ) -> dict[str, Any]:
+        for conversation in stream:
             writer.write(conversation)
             progress.add()
         # Nothing is fetched per conversation here, so nothing can be skipped: listed for the schema.
@@ -294,18 +308,25 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         except AuralytikNotFoundError:
             return conversation_id, None
 
-    def _export(self, listing: WindowListing, writer: PartWriter, progress: Progress) -> dict[str, Any]:
-        from airflow_provider_auralytik.utils.concurrency import ordered_map
+    def _stream(self, listing: WindowListing) -> OrderedMap[dict[str, Any], tuple[str, list[dict[str, Any]] | None]]:
+        from airflow_provider_auralytik.utils.concurrency import OrderedMap
+
+        return OrderedMap(self._fetch, listing, workers=self.max_concurrency)
+
+    def _export(
+        self,
+        stream: Iterable[tuple[str, list[dict[str, Any]] | None]],
+        listing: WindowListing,
+        writer: PartWriter,
+        progress: Progress,
+    ) -> dict[str, Any]:
         from airflow_provider_auralytik.utils.pii import PiiGuard
 
         progress.noun = "conversations"
         guard = PiiGuard(self.pii_guard)
         skipped: list[dict[str, str]] = []
         conversations = 0
-        fetched: Iterator[tuple[str, list[dict[str, Any]] | None]] = ordered_map(
-            self._fetch, listing, workers=self.max_concurrency
-        )
-        for conversation_id, messages in fetched:
+        for conversation_id, messages in stream:
             conversations += 1
             if messages is None:
                 self.log.warning("Conversation %s is gone (404) since it was listed: skipped.", conversation_id)
