@@ -73,3 +73,36 @@ def test_an_exception_is_raised_in_the_consumer_and_pending_calls_are_cancelled(
 def test_workers_must_be_positive():
     with pytest.raises(ValueError, match="workers"):
         list(ordered_map(str, [1], workers=0))
+
+
+def test_prefetch_reads_ahead_at_most_its_buffer_and_starts_at_once():
+    from airflow_provider_auralytik.utils.concurrency import Prefetch
+
+    read = []
+
+    def source():
+        for n in range(50):
+            read.append(n)
+            yield n
+
+    with Prefetch(source(), buffer=3) as ahead:
+        deadline = time.monotonic() + 2
+        while len(read) < 4 and time.monotonic() < deadline:  # started before anyone iterates
+            time.sleep(0.01)
+        assert len(read) == 4  # three buffered, the fourth waiting for room
+        assert list(ahead) == list(range(50))
+
+
+def test_prefetch_raises_what_reading_raised_and_close_stops_the_reader():
+    from airflow_provider_auralytik.utils.concurrency import Prefetch
+
+    def broken():
+        yield 1
+        raise OSError("listing failed")
+
+    with pytest.raises(OSError, match="listing failed"), Prefetch(broken(), buffer=2) as ahead:
+        list(ahead)
+
+    endless = Prefetch(iter(int, 1), buffer=2)  # never ends on its own
+    endless.close()
+    assert not endless._thread.is_alive()
