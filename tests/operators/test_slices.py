@@ -90,7 +90,7 @@ def test_combine_refuses_a_slice_without_manifest(tmp_path):
 def test_sliced_dag_exports_every_message_once_and_emits_the_asset_event(
     airflow_db, make_sandbox, monkeypatch, tmp_path
 ):
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_provider_auralytik._compat import DagBag
 
     sandbox = make_sandbox(start="2026-03-01", days=3, per_day=200)
     monkeypatch.setenv("AIRFLOW_CONN_AURALYTIK_DEFAULT", sandbox_connection(sandbox))

@@ -606,6 +606,11 @@ def test_dag_deferrable_really_defers_until_completed(
     assert datetime.now(UTC) >= last_completion
 
 
+@pytest.mark.skipif(
+    not AIRFLOW_V_3_1_PLUS,
+    reason="Airflow 3.0's dag.test() hands sensors the first reschedule date as a str: the 2nd false poke "
+    "fails with TypeError in BaseSensorOperator.execute (fixed in 3.1)",
+)
 def test_dag_reschedule_mode(dags: Any, make_sandbox: MakeSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     sandbox = make_sandbox(days=1, per_day=300, start=DAY, complete_within=2)
     set_conn(monkeypatch, sandbox.url, sandbox.api_key)

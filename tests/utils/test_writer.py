@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_auralytik._compat import AIRFLOW_V_3_1_PLUS
 from airflow_provider_auralytik.utils import writer as writer_mod
 from airflow_provider_auralytik.utils.writer import (
     PartInfo,
@@ -360,6 +361,9 @@ def test_invalid_arguments(tmp_path: Path, kwargs: dict[str, Any], match: str) -
         PartWriter(resolve_destination(str(tmp_path), None), **kwargs)
 
 
+@pytest.mark.skipif(
+    not AIRFLOW_V_3_1_PLUS, reason="Airflow 3.0's ObjectStoragePath has no .conn_id (only storage_options['conn_id'])"
+)
 def test_resolve_destination_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     rel = resolve_destination("exports/day 1", "ignored_conn")
@@ -383,6 +387,9 @@ def test_resolve_destination_rejects_empty(bad: Any) -> None:
         resolve_destination(bad, None)
 
 
+@pytest.mark.skipif(
+    not AIRFLOW_V_3_1_PLUS, reason="Airflow 3.0's ObjectStoragePath has no .conn_id (only storage_options['conn_id'])"
+)
 def test_resolve_destination_s3_uses_the_connection(s3_server: Any) -> None:
     dest = resolve_destination(s3_server.url("resolve/x"), s3_server.conn_id)
     assert dest.protocol == "s3"
