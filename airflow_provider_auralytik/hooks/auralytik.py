@@ -485,9 +485,7 @@ class AuralytikHook(BaseHook):
                 )
             except _Retryable as exc:
                 reason, retry_after = exc.reason, exc.retry_after
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                reason, retry_after = f"{request.describe()}: {type(exc).__name__}", None
-            except requests.exceptions.ChunkedEncodingError as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 reason, retry_after = f"{request.describe()}: {type(exc).__name__}", None
             except requests.RequestException as exc:  # a bad URL, a redirect loop: retrying won't help
                 raise AuralytikApiError(
@@ -515,7 +513,6 @@ class AuralytikHook(BaseHook):
         settings = await self._asettings()
         if self._async_client is None:
             self._async_client = httpx.AsyncClient(
-                base_url=settings.base_url,
                 headers=self._default_headers(settings),
                 timeout=settings.timeout,
                 limits=httpx.Limits(max_connections=settings.max_concurrency),
