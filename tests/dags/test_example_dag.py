@@ -41,7 +41,7 @@ def test_importing_the_provider_stays_cheap():
         "import airflow_provider_auralytik.operators.export, airflow_provider_auralytik.sensors.conversations;"
         "new = set(sys.modules) - before;"
         "heavy = sorted(m for m in new if m.split('.')[0] in "
-        "{'requests', 'httpx', 'urllib3', 'fsspec', 's3fs', 'boto3', 'botocore', 'pyarrow', 'gzip'});"
+        "{'requests', 'httpx', 'urllib3', 'fsspec', 's3fs', 'boto3', 'botocore', 'pyarrow', 'gzip', 'openlineage'});"
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
