@@ -57,11 +57,12 @@ def register_asset_alias(operator: BaseOperator, asset_alias: str | None) -> Non
 
 
 def emit_asset_event(context: Context, asset_alias: str | None, summary: dict[str, Any], window: Any) -> None:
-    """Record an asset event for the rendered destination on the alias, with the counts as its extra."""
+    """Record an asset event for the rendered destination on the alias; its extra is flat: the window's
+    ``date_from``/``date_to`` and the counts."""
     if asset_alias:
         extra = {key: value for key, value in summary.items() if isinstance(value, int)}
         context["outlet_events"][AssetAlias(name=asset_alias)].add(
-            Asset(uri=summary["destination"]), extra={"window": window, **extra}
+            Asset(uri=summary["destination"]), extra={**window, **extra}
         )
 
 
