@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_auralytik._compat import AIRFLOW_V_3_1_PLUS
 from airflow_provider_auralytik.utils import writer as writer_mod
 from airflow_provider_auralytik.utils.writer import (
     PartInfo,
@@ -361,16 +360,18 @@ def test_invalid_arguments(tmp_path: Path, kwargs: dict[str, Any], match: str) -
         PartWriter(resolve_destination(str(tmp_path), None), **kwargs)
 
 
-@pytest.mark.skipif(
-    not AIRFLOW_V_3_1_PLUS, reason="Airflow 3.0's ObjectStoragePath has no .conn_id (only storage_options['conn_id'])"
-)
+def conn_id_of(path: Any) -> str | None:
+    """The connection of an ObjectStoragePath (Airflow 3.0 keeps it only in storage_options)."""
+    return getattr(path, "conn_id", None) or path.storage_options.get("conn_id")
+
+
 def test_resolve_destination_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     rel = resolve_destination("exports/day 1", "ignored_conn")
     assert (tmp_path / "exports" / "day 1").is_dir()
     assert rel.protocol == "file"
     assert rel.path == str(tmp_path / "exports" / "day 1")
-    assert rel.conn_id is None
+    assert conn_id_of(rel) is None
 
     absolute = resolve_destination(f"  {tmp_path / 'abs'}\n", None)
     assert absolute.path == str(tmp_path / "abs")
@@ -387,13 +388,10 @@ def test_resolve_destination_rejects_empty(bad: Any) -> None:
         resolve_destination(bad, None)
 
 
-@pytest.mark.skipif(
-    not AIRFLOW_V_3_1_PLUS, reason="Airflow 3.0's ObjectStoragePath has no .conn_id (only storage_options['conn_id'])"
-)
 def test_resolve_destination_s3_uses_the_connection(s3_server: Any) -> None:
     dest = resolve_destination(s3_server.url("resolve/x"), s3_server.conn_id)
     assert dest.protocol == "s3"
-    assert dest.conn_id == s3_server.conn_id
+    assert conn_id_of(dest) == s3_server.conn_id
     assert dest.fs.s3.meta.endpoint_url == s3_server.endpoint_url  # moto, via the Airflow connection
     dest.joinpath("probe.txt").write_bytes(b"hi")
     assert s3_server.get("resolve/x/probe.txt") == b"hi"
