@@ -495,7 +495,9 @@ def test_no_real_looking_secrets(block: Block) -> None:
 
 
 def test_the_secret_check_can_fail() -> None:
-    leaky = Block(Path("leaky.md"), "bash", 1, '"password": "sk_live_9fQ2xLm7Rt5Vb8Nw3Kp6Zd1"\n')
+    # A made-up key of the live-key shape, assembled here so the repository holds no such literal.
+    fake_live_key = "sk_" + "live_" + "9fQ2xLm7Rt5Vb8Nw3Kp6Zd1"
+    leaky = Block(Path("leaky.md"), "bash", 1, f'"password": "{fake_live_key}"\n')
     with pytest.raises(AssertionError):
         test_no_real_looking_secrets(leaky)
 
