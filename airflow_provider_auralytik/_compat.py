@@ -65,7 +65,7 @@ def __getattr__(name: str) -> Any:
         try:
             from airflow.dag_processing.dagbag import DagBag
         except ImportError:  # Airflow 3.0
-            from airflow.models.dagbag import DagBag  # type: ignore[no-redef,unused-ignore]
+            from airflow.models.dagbag import DagBag  # type: ignore[no-redef,unused-ignore]  # its 3.0 home
         return DagBag
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

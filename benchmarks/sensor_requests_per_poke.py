@@ -46,7 +46,7 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig  # noqa: E402
+from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig  # noqa: E402 - after AIRFLOW_HOME is set
 
 DAY = date(2024, 1, 15)
 DATE_FROM = "2024-01-15T00:00:00Z"

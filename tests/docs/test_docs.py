@@ -188,11 +188,11 @@ def run_sample(block: Block, folder: Path) -> dict[str, Any]:
     bundles_var = "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"
     previous = os.environ.get(bundles_var)
     os.environ[bundles_var] = _bundle_config(folder)  # dag.test() finds the DAG in this bundle
-    DAG.test = recording_test  # type: ignore[method-assign]
+    DAG.test = recording_test  # type: ignore[method-assign]  # record the samples' runs
     try:
         namespace = runpy.run_path(str(path), run_name="__main__" if block.mode == "run" else "docs_sample")
     finally:
-        DAG.test = original_test  # type: ignore[method-assign]
+        DAG.test = original_test  # type: ignore[method-assign]  # restore it
         if previous is None:
             os.environ.pop(bundles_var, None)
         else:

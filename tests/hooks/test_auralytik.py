@@ -331,12 +331,12 @@ def test_pool_size_follows_max_concurrency(monkeypatch):
     session = AuralytikHook().session
     for prefix in ("https://api.test", "http://api.test"):
         adapter = session.get_adapter(prefix)
-        assert adapter.poolmanager.connection_pool_kw["maxsize"] == 7 + POOL_HEADROOM  # type: ignore[attr-defined]
-        assert adapter._pool_maxsize == 7 + POOL_HEADROOM  # type: ignore[attr-defined]
+        assert adapter.poolmanager.connection_pool_kw["maxsize"] == 7 + POOL_HEADROOM  # type: ignore[attr-defined]  # urllib3 internals
+        assert adapter._pool_maxsize == 7 + POOL_HEADROOM  # type: ignore[attr-defined]  # requests internals  # urllib3 internals
         assert adapter.max_retries.total == 0  # type: ignore[attr-defined]  # retries are the hook's
     assert 0 <= POOL_HEADROOM <= 8
     override = AuralytikHook(max_concurrency=3).session.get_adapter("https://api.test")
-    assert override.poolmanager.connection_pool_kw["maxsize"] == 3 + POOL_HEADROOM  # type: ignore[attr-defined]
+    assert override.poolmanager.connection_pool_kw["maxsize"] == 3 + POOL_HEADROOM  # type: ignore[attr-defined]  # urllib3 internals
 
 
 def test_get_conn_is_the_session_and_close_is_idempotent(hook):
@@ -622,7 +622,7 @@ def test_invalid_list_arguments_raise_at_call_time_and_send_nothing(m, hook, kwa
     m.get(requests_mock.ANY, json=page([], 0))
     with pytest.raises(ValueError):  # noqa: PT011 - the point is the type, each message is checked below
         hook.list_conversations(**kwargs)  # no next(): must raise here, not on first iteration
-    with pytest.raises(ValueError):  # noqa: PT011
+    with pytest.raises(ValueError):  # noqa: PT011 - the messages are checked case by case above
         hook.get_conversations_page(**kwargs)
     assert m.call_count == 0
 
@@ -1003,7 +1003,7 @@ def test_key_never_in_any_error(m, hook, url, response, exc_type):
 
 def test_key_never_in_argument_or_setting_errors(monkeypatch, m, hook):
     for kwargs in ({"page_size": 0}, {"date_from": "nope"}, {"date_from": datetime(2024, 1, 1)}):
-        with pytest.raises(ValueError) as info:  # noqa: PT011
+        with pytest.raises(ValueError) as info:  # noqa: PT011 - the message is checked just below
             hook.list_conversations(**kwargs)
         assert_exception_has_no_key(info.value)
     set_conn(monkeypatch, host=BASE, password=KEY, extra={"timeout": "soon"})

@@ -30,7 +30,7 @@ def test_parse_iso(text: str, expected: datetime) -> None:
 
 @pytest.mark.parametrize("text", ["", "2024-01-15T10:30:00", "2024-02-30T00:00:00Z", "15/01/2024", "2024-01-15Z"])
 def test_parse_iso_rejects(text: str) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011
+    with pytest.raises(ValueError):  # noqa: PT011 - only the type matters: a bad config is refused
         parse_iso_us(text)
 
 

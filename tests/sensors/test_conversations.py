@@ -556,7 +556,7 @@ def dags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        module.OUT = out  # type: ignore[attr-defined]
+        module.OUT = out  # type: ignore[attr-defined]  # a DAG module loaded at runtime
         yield module
 
 

@@ -49,7 +49,7 @@ async def first_event(trigger: AuralytikConversationsCompletedTrigger, timeout: 
     try:
         return await asyncio.wait_for(events.__anext__(), timeout)
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()  # type: ignore[attr-defined]  # typed AsyncIterator, really an async generator
 
 
 def log_text(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> str:

@@ -13,18 +13,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-ds = pytest.importorskip("pyarrow.dataset")
-
-from airflow_provider_auralytik.operators.export import (  # noqa: E402
+from airflow_provider_auralytik.operators.export import (
     AuralytikExportConversationsOperator,
     AuralytikExportMessagesOperator,
 )
-from airflow_provider_auralytik.utils import writer as writer_mod  # noqa: E402
-from airflow_provider_auralytik.utils.schemas import (  # noqa: E402
+from airflow_provider_auralytik.utils import writer as writer_mod
+from airflow_provider_auralytik.utils.schemas import (
     CONVERSATIONS,
     MESSAGES,
     Column,
@@ -33,14 +32,14 @@ from airflow_provider_auralytik.utils.schemas import (  # noqa: E402
     get_schema,
     records_from_batch,
 )
-from airflow_provider_auralytik.utils.writer import (  # noqa: E402
+from airflow_provider_auralytik.utils.writer import (
     PartWriter,
     iter_records,
     read_manifest,
     resolve_destination,
 )
-from tests.conftest import sandbox_connection  # noqa: E402
-from tests.utils.test_writer import Store  # noqa: E402
+from tests.conftest import sandbox_connection
+from tests.utils.test_writer import Store
 
 MANIFEST = "_manifest.json"
 FIXED_CONVERSATION_FIELDS = [c.name for c in CONVERSATIONS.columns]
@@ -253,7 +252,7 @@ def test_failure_while_closing_a_parquet_part_cleans_up(tmp_path: Path, monkeypa
 
 def test_a_record_that_is_not_a_dict_fails_the_run_cleanly(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="must be a dict"):
-        local_run(tmp_path / "c", [*conversations(3), ["not", "a", "dict"]])  # type: ignore[list-item]
+        local_run(tmp_path / "c", [*conversations(3), ["not", "a", "dict"]])  # type: ignore[list-item]  # wrong on purpose
     assert list((tmp_path / "c").iterdir()) == []
 
 

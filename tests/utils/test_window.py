@@ -389,6 +389,6 @@ def test_window_slices_refuses_empty_reversed_and_missing():
     with pytest.raises(ValueError, match="swap them"):
         window_slices("2024-01-16T00:00:00Z", "2024-01-15T00:00:00Z", 3)
     with pytest.raises(ValueError, match="required"):
-        window_slices(None, "2024-01-15T00:00:00Z", 3)  # type: ignore[arg-type]
+        window_slices(None, "2024-01-15T00:00:00Z", 3)  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(ValueError, match="parts must be at least 1"):
         window_slices("2024-01-15T00:00:00Z", "2024-01-16T00:00:00Z", 0)
