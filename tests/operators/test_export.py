@@ -14,6 +14,7 @@ from airflow_provider_auralytik.operators.export import (
     AuralytikExportConversationsOperator,
     AuralytikExportMessagesOperator,
 )
+from airflow_provider_auralytik.sandbox.data import CONVERSATION_FIELDS
 from airflow_provider_auralytik.utils.listing import WindowListing
 from airflow_provider_auralytik.utils.pii import PiiLeakError
 from airflow_provider_auralytik.utils.window import EmptyWindowError
@@ -67,21 +68,7 @@ def test_conversations_export_is_exact_and_described_by_its_manifest(api, tmp_pa
     assert len(rows) == 120
     # Every field as the API returned it, unknown ones included.
     assert rows == [sandbox.get_conversation(r["id"]) | {"status": r["status"]} for r in rows]
-    assert any(
-        set(r)
-        - {
-            "id",
-            "channelId",
-            "campaignId",
-            "status",
-            "participantCount",
-            "messageCount",
-            "startedAt",
-            "endedAt",
-            "createdAt",
-        }
-        for r in rows
-    )
+    assert any(set(r) - set(CONVERSATION_FIELDS) for r in rows)
 
     manifest = json.loads((tmp_path / "_manifest.json").read_text())
     assert manifest["kind"] == "conversations"
