@@ -33,8 +33,13 @@ def _total(sb: Sandbox, **params: Any) -> int:
 
 
 # -- status over time --------------------------------------------------------------------------------
+# The data lies in a fixed past (``PAST``), never "yesterday": yesterday's last conversations end
+# naturally after midnight, which made these tests depend on the time of day.
+PAST = date(2024, 1, 1)
+
+
 def test_complete_within_moves_every_conversation_to_completed(make_sandbox: Any) -> None:
-    sb = make_sandbox(days=1, per_day=30, complete_within=1.0)
+    sb = make_sandbox(start=PAST, days=1, per_day=30, complete_within=1.0)
     first = _get(sb, "/conversations", pageSize=100).json()["data"]
     active = [c for c in first if c["status"] == "active"]
     assert len(active) >= 15, "right after start most conversations are still active"
@@ -63,8 +68,8 @@ def test_natural_end_in_the_future_stays_active(sandbox: Sandbox) -> None:
 
 
 def test_complete_within_never_completes_before_natural_end(make_sandbox: Any) -> None:
-    sb = make_sandbox(days=1, per_day=5, complete_within=0.2)
-    conv = sb.add_conversation(createdAt=datetime.now(UTC))
+    sb = make_sandbox(start=PAST, days=1, per_day=5, complete_within=0.2)
+    conv = sb.add_conversation(createdAt=datetime.now(UTC))  # its natural end is a minute or more away
     time.sleep(0.3)
     assert _get(sb, f"/conversations/{conv['id']}").json()["status"] == "active"
     assert _total(sb, status="completed") == 5
