@@ -7,7 +7,7 @@ It never imports Airflow. Start it from Python::
     with Sandbox(SandboxConfig(seed=42, days=7, per_day=300)) as sandbox:
         print(sandbox.url, sandbox.api_key)
 
-or from a shell: ``python -m airflow_provider_auralytik.sandbox --port 8080``.
+or from a shell: ``python -m airflow_provider_auralytik.sandbox --port 7431`` (the default port).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -12,6 +13,10 @@ from types import FrameType
 
 from airflow_provider_auralytik.sandbox.data import SandboxConfig
 from airflow_provider_auralytik.sandbox.server import Sandbox
+
+#: Not 8080 (Airflow's api-server), 8793/8794 (its log servers), 5555 (Flower), 5000 (Marquez,
+#: moto), 8000/8888/3000/9000/9090 (dev servers, Jupyter, Grafana, MinIO, Prometheus).
+DEFAULT_PORT = 7431
 
 
 def _fraction(text: str) -> float:
@@ -37,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
-    p.add_argument("--port", type=int, default=8080, help="port to bind (0 picks a free one)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind (0 picks a free one)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of all synthetic data and faults")
     p.add_argument(
         "--start",
@@ -124,7 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sandbox = Sandbox(config, host=args.host, port=args.port).start()
     except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        if exc.errno == errno.EADDRINUSE:
+            print(
+                f"error: port {args.port} on {args.host} is already in use (another sandbox or server?): "
+                "pass --port <free port>, or --port 0 to pick one.",
+                file=sys.stderr,
+            )
+        else:
+            print(f"error: cannot listen on {args.host}:{args.port} ({exc}): check --host and --port.", file=sys.stderr)
         return 1
     try:
         print(f"Auralytik sandbox listening on {sandbox.url} (API key: {sandbox.api_key})", flush=True)

@@ -82,11 +82,41 @@ def test_cli_port_in_use_fails_cleanly() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        proc = _spawn("--port", str(busy.getsockname()[1]), "--days", "1", "--per-day", "1")
+        port = busy.getsockname()[1]
+        proc = _spawn("--port", str(port), "--days", "1", "--per-day", "1")
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
-    assert "cannot listen" in err
+    (line,) = err.strip().splitlines()  # one line: what is wrong and which flag fixes it
+    assert f"port {port} on 127.0.0.1 is already in use" in line
+    assert "--port" in line
     assert out == ""
+
+
+def test_default_port_is_not_a_common_one() -> None:
+    from airflow_provider_auralytik.sandbox.__main__ import DEFAULT_PORT, build_parser
+
+    assert build_parser().parse_args([]).port == DEFAULT_PORT
+    # Airflow's api-server and log servers, Flower, Marquez/moto, dev servers, Jupyter, Grafana, MinIO, Prometheus.
+    assert DEFAULT_PORT not in {8080, 8793, 8794, 5555, 5000, 8000, 8888, 3000, 9000, 9090, 5432, 6379}
+    assert 1024 < DEFAULT_PORT < 32768  # unprivileged, below Linux's ephemeral range
+
+
+def test_cli_binds_its_default_port_unless_taken() -> None:
+    from airflow_provider_auralytik.sandbox.__main__ import DEFAULT_PORT
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            pytest.skip(f"port {DEFAULT_PORT} is in use on this machine")
+    proc = _spawn("--days", "1", "--per-day", "1")
+    try:
+        assert proc.stdout is not None
+        match = LINE_RE.match(proc.stdout.readline().strip())
+        assert match and int(match.group(2)) == DEFAULT_PORT
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
 
 
 def test_sandbox_does_not_import_airflow() -> None:
