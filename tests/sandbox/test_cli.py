@@ -113,7 +113,8 @@ def test_cli_binds_its_default_port_unless_taken() -> None:
     try:
         assert proc.stdout is not None
         match = LINE_RE.match(proc.stdout.readline().strip())
-        assert match and int(match.group(2)) == DEFAULT_PORT
+        assert match, "the sandbox did not start"
+        assert int(match.group(2)) == DEFAULT_PORT
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
