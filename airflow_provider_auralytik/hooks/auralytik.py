@@ -25,7 +25,8 @@ from urllib.parse import quote
 
 from airflow_provider_auralytik import __version__
 from airflow_provider_auralytik._compat import AirflowException, BaseHook, aget_connection
-from airflow_provider_auralytik.utils.window import format_instant, parse_instant
+from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing, check_filter
+from airflow_provider_auralytik.utils.window import DateWindow, format_instant, parse_instant
 
 if TYPE_CHECKING:
     import httpx
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 DEFAULT_BASE_URL = "https://api.auralytik.com/v1"
 MAX_PAGE_SIZE = 100
+#: The bounds of ``list_conversations`` when ``date_from``/``date_to`` are left open.
+LISTING_EARLIEST = "1970-01-01T00:00:00Z"
+LISTING_LATEST = "2100-01-01T00:00:00Z"
 USER_AGENT = f"airflow-provider-auralytik/{__version__}"
 POOL_HEADROOM = 4
 
@@ -203,6 +207,8 @@ def conversations_page_request(
         raise ValueError(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, not {page_size!r}.")
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValueError(f"page must be a positive integer, not {page!r}.")
+    for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id), ("status", status)):
+        check_filter(name, value)
     start = _instant_param(date_from, "date_from")
     end = _instant_param(date_to, "date_to")
     if start is not None and end is not None and parse_instant(end) <= parse_instant(start):
@@ -572,50 +578,26 @@ class AuralytikHook(BaseHook):
         page_size: int = MAX_PAGE_SIZE,
     ) -> Iterator[dict[str, Any]]:
         """
-        Every conversation matching the filters, following ``page``/``totalCount`` to the end.
+        Every conversation matching the filters with ``createdAt`` in ``[date_from, date_to)``, once each.
 
-        Conversations are yielded once each (by ``id``) even if the listing shifts while paged.
-        Paging stops on an empty or short page, once ``totalCount`` is reached, or, on a server
-        whose ``totalCount`` keeps growing, with an error after 50% more pages than first announced.
-        The server's own date rule applies here; for an exact half-open window use
-        :class:`airflow_provider_auralytik.utils.listing.WindowListing`.
+        Listed as the export operators list a window (:mod:`airflow_provider_auralytik.utils.listing`):
+        never by page number, and complete whatever ``totalCount`` says. An open side of the window is
+        bounded by :data:`LISTING_EARLIEST` / :data:`LISTING_LATEST`. Conversations come in
+        ``createdAt`` order. Invalid arguments raise before anything is sent.
         """
         query: dict[str, Any] = {
             "channel_id": channel_id,
             "campaign_id": campaign_id,
             "status": status,
-            "date_from": date_from,
-            "date_to": date_to,
+            "date_from": LISTING_EARLIEST if date_from is None else date_from,
+            "date_to": LISTING_LATEST if date_to is None else date_to,
             "page_size": page_size,
         }
-        first = conversations_page_request(page=1, **query)  # validate before the generator starts
+        conversations_page_request(page=1, **query)  # validate before the generator starts
         _ = self.settings  # a missing key fails here, not on the first next()
-        return self._iter_pages(first, query)
-
-    def _iter_pages(self, first: ApiRequest, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        page_size = query["page_size"]
-        seen: set[str] = set()
-        page, max_pages = 1, None
-        while True:
-            request = first if page == 1 else conversations_page_request(page=page, **query)
-            payload = self._send(request)
-            data, total = payload["data"], payload["totalCount"]
-            if max_pages is None:
-                max_pages = math.ceil(max(total, 1) * 1.5 / page_size) + 2
-            for item in data:
-                key = item.get("id") if isinstance(item, dict) else None
-                if key is None or key not in seen:
-                    if key is not None:
-                        seen.add(key)
-                    yield item
-            if not data or len(data) < page_size or page * page_size >= total:
-                return
-            page += 1
-            if page > max_pages:
-                raise AuralytikApiError(
-                    f"GET /conversations kept announcing more pages (totalCount now {total}) after "
-                    f"{max_pages} pages: the listing grows faster than it can be read; narrow the window."
-                )
+        window = DateWindow(parse_instant(query["date_from"]), parse_instant(query["date_to"]))
+        filters = ConversationFilters(channel_id=channel_id, campaign_id=campaign_id, status=status)
+        return iter(WindowListing(self, window, filters, page_size=page_size))
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any]:
         """``GET /conversations/{id}``."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import date
 from types import FrameType
 
-from airflow_provider_auralytik.sandbox.data import SandboxConfig
+from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES, SandboxConfig
 from airflow_provider_auralytik.sandbox.server import Sandbox
 
 #: Not 8080 (Airflow's api-server), 8793/8794 (its log servers), 5555 (Flower), 5000 (Marquez,
@@ -56,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=defaults.api_key, help="the only accepted Bearer API key")
     p.add_argument("--latency-ms", type=_non_negative_float, default=0.0, help="delay added to every request (ms)")
     p.add_argument("--rate-429", type=_fraction, default=0.0, help="share of requests answered 429")
+    p.add_argument(
+        "--rate-limit",
+        type=_non_negative_float,
+        default=0.0,
+        help="per-key limit, requests/s (token bucket of one second's requests; 429 with Retry-After "
+        "in whole seconds over it); 0: none",
+    )
+    p.add_argument(
+        "--trickle-every",
+        type=_non_negative_float,
+        default=0.0,
+        help="if > 0, send every answer's body one byte every this many seconds",
+    )
     p.add_argument("--retry-after", type=int, default=defaults.retry_after, help="Retry-After of the 429s, seconds")
     p.add_argument(
         "--retry-after-http-date",
@@ -90,6 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="conversations inserted at random times after each listing request",
     )
+    p.add_argument(
+        "--total-count-mode",
+        choices=TOTAL_COUNT_MODES,
+        default=defaults.total_count_mode,
+        help="what totalCount says: the truth, or a lie (0, the page's item count, half, triple, +1000, stale)",
+    )
+    p.add_argument(
+        "--crowded-second",
+        type=int,
+        default=0,
+        help="conversations added at one single createdAt (noon of the first day)",
+    )
+    p.add_argument(
+        "--delete-during-listing",
+        type=int,
+        default=0,
+        help="conversations deleted, one after each of the next listing answers (from the page just served)",
+    )
     return p
 
 
@@ -105,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_key=args.api_key,
             latency_ms=args.latency_ms,
             rate_429=args.rate_429,
+            rate_limit=args.rate_limit,
+            trickle_every=args.trickle_every,
             retry_after=args.retry_after,
             retry_after_http_date=args.retry_after_http_date,
             rate_5xx=args.rate_5xx,
@@ -113,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             pii_leak_rate=args.pii_leak_rate,
             complete_within=args.complete_within,
             insert_during_listing=args.insert_during_listing,
+            total_count_mode=args.total_count_mode,
+            crowded_second=args.crowded_second,
+            delete_during_listing=args.delete_during_listing,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

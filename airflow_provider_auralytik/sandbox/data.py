@@ -51,6 +51,27 @@ CONVERSATION_FIELDS: tuple[str, ...] = (
 
 SECONDS_PER_DAY = 86_400
 
+#: ``totalCount`` modes: the truth, 0, the number of items on the page, half (rounded down), three
+#: times, the truth + 1,000, or stale (the first answer to the same query, whatever changed since).
+TOTAL_COUNT_MODES: tuple[str, ...] = ("honest", "zero", "page", "half", "triple", "plus1000", "stale")
+
+
+def reported_count(mode: str, true_count: int, on_page: int, first_answer: int | None) -> int:
+    """The ``totalCount`` a sandbox in ``mode`` reports for a query matching ``true_count``."""
+    if mode == "zero":
+        return 0
+    if mode == "page":
+        return on_page
+    if mode == "half":
+        return true_count // 2
+    if mode == "triple":
+        return 3 * true_count
+    if mode == "plus1000":
+        return true_count + 1000
+    if mode == "stale" and first_answer is not None:
+        return first_answer
+    return true_count
+
 
 # --------------------------------------------------------------------------------------------------
 # Configuration
@@ -80,6 +101,17 @@ class SandboxConfig:
     pii_leak_rate: float = 0.0
     complete_within: float = 0.0
     insert_during_listing: int = 0
+    #: Per-key rate limit, requests/s (0: none): a token bucket holding one second of requests; over
+    #: it, 429 with ``Retry-After`` = whole seconds until a request is allowed again.
+    rate_limit: float = 0.0
+    #: If > 0, every answer's body is sent one byte every this many seconds (a trickling server).
+    trickle_every: float = 0.0
+    #: What ``totalCount`` says: ``honest``, or a lie seen in real back ends (see TOTAL_COUNT_MODES).
+    total_count_mode: str = "honest"
+    #: Conversations added at one single ``createdAt`` (noon of the first day), on top of ``per_day``.
+    crowded_second: int = 0
+    #: Conversations deleted, one after each of the next listing answers, taken from the page just served.
+    delete_during_listing: int = 0
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -96,6 +128,12 @@ class SandboxConfig:
             raise ValueError("complete_within must be >= 0")
         if self.insert_during_listing < 0:
             raise ValueError("insert_during_listing must be >= 0")
+        if self.rate_limit < 0 or self.trickle_every < 0:
+            raise ValueError("rate_limit and trickle_every must be >= 0")
+        if self.total_count_mode not in TOTAL_COUNT_MODES:
+            raise ValueError(f"total_count_mode must be one of {', '.join(TOTAL_COUNT_MODES)}")
+        if self.crowded_second < 0 or self.delete_during_listing < 0:
+            raise ValueError("crowded_second and delete_during_listing must be >= 0")
         for name in ("rate_429", "rate_5xx", "rate_drop", "rate_malformed", "pii_leak_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -373,6 +411,8 @@ class Dataset:
             day_rng = random.Random(f"auralytik:{config.seed}:day:{(start + timedelta(days=day)).isoformat()}")
             base = self.start_us // US + day * SECONDS_PER_DAY
             created.extend((base + offset) * US for offset in _day_offsets(day_rng, config.per_day))
+        crowded_at = (self.start_us // US + SECONDS_PER_DAY // 2) * US  # noon of the first day
+        created.extend([crowded_at] * config.crowded_second)
         attr_rng = random.Random(f"auralytik:{config.seed}:attributes")
         records = [
             make_record(f"conv_{n:06d}", created_us, attr_rng, config.max_messages)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import math
 import random
 import socket
 import socketserver
@@ -33,6 +34,7 @@ from airflow_provider_auralytik.sandbox.data import (
     SandboxConfig,
     generate_messages,
     parse_iso_us,
+    reported_count,
     to_us,
 )
 
@@ -84,7 +86,9 @@ class SandboxStats:
 
     ``requests``: every HTTP request received; ``by_kind``: per endpoint kind (``list``, ``get``,
     ``messages``, ``other``); ``by_status``: per status code of the responses actually sent;
-    ``faults``: injected faults (``429``, ``5xx``, ``drop``, ``malformed``); ``in_flight`` and
+    ``faults``: injected faults (``429``, ``5xx``, ``drop``, ``malformed``) and refusals of the rate
+    limit (``rate_limit``, also ``throttled``); ``first_request_at``/``last_request_at``: ``time.monotonic()``
+    of the first and the last request since the last reset (``None`` before any); ``in_flight`` and
     ``max_in_flight``: requests being handled now / at most at the same time; ``connections``:
     TCP connections accepted (fewer than ``requests`` when clients keep connections alive).
     """
@@ -98,6 +102,8 @@ class SandboxStats:
         self._by_kind: dict[str, int] = {}
         self._by_status: dict[int, int] = {}
         self._faults: dict[str, int] = {}
+        self._first_at: float | None = None
+        self._last_at: float | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -107,7 +113,8 @@ class SandboxStats:
             self._max_in_flight = self._in_flight
             self._by_kind = dict.fromkeys(_KINDS, 0)
             self._by_status = {}
-            self._faults = dict.fromkeys(("429", "5xx", "drop", "malformed"), 0)
+            self._faults = dict.fromkeys(("429", "5xx", "drop", "malformed", "rate_limit"), 0)
+            self._first_at = self._last_at = None
 
     # -- recording (server side) ----------------------------------------------------------------------
     def _connected(self) -> None:
@@ -115,7 +122,11 @@ class SandboxStats:
             self._connections += 1
 
     def _begin(self) -> None:
+        now = time.monotonic()
         with self._lock:
+            if self._first_at is None:
+                self._first_at = now
+            self._last_at = now
             self._requests += 1
             self._in_flight += 1
             if self._in_flight > self._max_in_flight:
@@ -165,6 +176,22 @@ class SandboxStats:
     def faults(self) -> dict[str, int]:
         with self._lock:
             return dict(self._faults)
+
+    @property
+    def throttled(self) -> int:
+        """Requests refused by the rate limit (429)."""
+        with self._lock:
+            return self._faults.get("rate_limit", 0)
+
+    @property
+    def first_request_at(self) -> float | None:
+        with self._lock:
+            return self._first_at
+
+    @property
+    def last_request_at(self) -> float | None:
+        with self._lock:
+            return self._last_at
 
     def snapshot(self) -> dict[str, Any]:
         """All counters at once, consistent with each other."""
@@ -323,6 +350,28 @@ def _str_param(params: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
+class _TokenBucket:
+    """``rate`` requests per second, bursts of one second's worth; ``take()`` is ``None`` (allowed)
+    or the whole seconds until a request is allowed again."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> int | None:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return None
+            return max(1, math.ceil((1.0 - self.tokens) / self.rate))
+
+
 # --------------------------------------------------------------------------------------------------
 # The sandbox
 # --------------------------------------------------------------------------------------------------
@@ -347,6 +396,11 @@ class Sandbox:
         self.stats = SandboxStats()
         self._fault_rng = random.Random(f"auralytik:{self.config.seed}:faults")
         self._fault_lock = threading.Lock()
+        self._rate_limiter = _TokenBucket(self.config.rate_limit) if self.config.rate_limit else None
+        self._deletions_left = self.config.delete_during_listing
+        #: Conversations deleted by ``delete_during_listing``, in order.
+        self.deleted_ids: list[str] = []
+        self._first_counts: dict[tuple[Any, ...], int] = {}
         self._t0 = time.time()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -536,8 +590,11 @@ class Sandbox:
                     headers={"WWW-Authenticate": 'Bearer realm="auralytik"'},
                 )
             else:
-                fault = self._roll_fault()
-                if fault == "drop":
+                throttled_for = self._rate_limiter.take() if self._rate_limiter is not None else None
+                fault = "rate_limit" if throttled_for is not None else self._roll_fault()
+                if fault == "rate_limit":
+                    response = self._too_many_requests(throttled_for)
+                elif fault == "drop":
                     handler.close_connection = True  # the socket is closed once we return
                 elif fault == "429":
                     response = self._too_many_requests()
@@ -552,10 +609,15 @@ class Sandbox:
                             fault = None
                     if kind == "list" and response.status == 200 and self.config.insert_during_listing:
                         self._data.insert_random(self.config.insert_during_listing)
+                    if kind == "list" and response.status == 200:
+                        self._delete_after_listing(response)
         finally:
             stats._end(kind, None if response is None else response.status, fault)
         if response is not None:
-            self._send(handler, response)
+            if self.config.trickle_every:
+                self._trickle(handler, response)
+            else:
+                self._send(handler, response)
 
     def _answer(self, handler: _Handler, kind: str, conv_id: str | None, query: str) -> _Response:
         if handler.command != "GET":
@@ -581,6 +643,13 @@ class Sandbox:
             )
             return _Response(200, _dumps({"conversationId": record.id, "messages": messages}).encode())
         return _Response(404, _error_body("not_found", f"no route for {handler.path.split('?')[0]!r}"))
+
+    def _reported_count(self, true_count: int, on_page: int, query: tuple[Any, ...]) -> int:
+        """``totalCount`` as ``total_count_mode`` says (stale: the first answer to the same query)."""
+        mode = self.config.total_count_mode
+        with self._fault_lock:
+            first = self._first_counts.setdefault(query, true_count) if mode == "stale" else None
+        return reported_count(mode, true_count, on_page, first)
 
     def _list(self, params: dict[str, list[str]]) -> _Response:
         page = _int_param(params, "page", 1, 1, None)
@@ -616,13 +685,28 @@ class Sandbox:
                 total = len(matched)
                 selected = matched[offset : offset + page_size]
         parts = ",".join([self._record_json(r, now) for r in selected])
+        total = self._reported_count(total, len(selected), (from_us, to_us_incl, channel, campaign, status))
         body = f'{{"data":[{parts}],"page":{page},"pageSize":{page_size},"totalCount":{total}}}'
         return _Response(200, body.encode())
 
-    def _too_many_requests(self) -> _Response:
-        retry_after = self.config.retry_after
+    def _delete_after_listing(self, response: _Response) -> None:
+        """``delete_during_listing``: delete one conversation of the page just served (its last)."""
+        with self._fault_lock:
+            if self._deletions_left <= 0:
+                return
+            served = json.loads(response.body)["data"]
+            if not served:
+                return
+            self._deletions_left -= 1
+            conv_id = served[-1]["id"]
+            self.deleted_ids.append(conv_id)
+        self._data.delete(conv_id)
+
+    def _too_many_requests(self, retry_after: int | None = None) -> _Response:
+        if retry_after is None:
+            retry_after = self.config.retry_after
         if self.config.retry_after_http_date:
-            value = email.utils.formatdate(int(time.time()) + retry_after + 1, usegmt=True)
+            value = email.utils.formatdate(math.ceil(time.time()) + retry_after, usegmt=True)
         else:
             value = str(retry_after)
         return _Response(
@@ -641,8 +725,23 @@ class Sandbox:
         )
         return _Response(code, body.encode(), _HTML)
 
+    def _trickle(self, handler: _Handler, response: _Response) -> None:
+        """Send the head at once, then the body one byte every ``trickle_every`` seconds."""
+        body = response.body
+        try:
+            handler.wfile.write(self._head(handler, response))
+            handler.wfile.flush()
+            for i in range(len(body)):
+                if not self.running:
+                    break
+                time.sleep(self.config.trickle_every)
+                handler.wfile.write(body[i : i + 1])
+                handler.wfile.flush()
+        except OSError:
+            handler.close_connection = True
+
     @staticmethod
-    def _send(handler: _Handler, response: _Response) -> None:
+    def _head(handler: _Handler, response: _Response) -> bytes:
         status = response.status
         lines = [
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
@@ -655,7 +754,11 @@ class Sandbox:
             lines.extend(f"{k}: {v}" for k, v in response.headers.items())
         if handler.close_connection:
             lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    @staticmethod
+    def _send(handler: _Handler, response: _Response) -> None:
+        head = Sandbox._head(handler, response)
         try:
             handler.wfile.write(head if handler.command == "HEAD" else head + response.body)
         except OSError:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_auralytik._compat import AirflowException, BaseSensorOperator, conf
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
+from airflow_provider_auralytik.utils.completion import check_conversation_ids
+from airflow_provider_auralytik.utils.listing import check_filter
 from airflow_provider_auralytik.utils.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, DateWindow
 
 if TYPE_CHECKING:
@@ -53,8 +55,10 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(conversation_ids, str):
-            raise TypeError("conversation_ids must be a list of ids, not a single string.")
+        if not (isinstance(conversation_ids, str) and "{{" in conversation_ids):  # else checked once rendered
+            check_conversation_ids(conversation_ids)
+        for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id)):
+            check_filter(name, value)
         self.conversation_ids = conversation_ids
         self.date_from = date_from
         self.date_to = date_to
@@ -73,12 +77,15 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
     def _memory(self) -> CompletionMemory:
         from airflow_provider_auralytik.utils.completion import CompletionMemory
 
-        return CompletionMemory(lasting=not self.reschedule)
+        return CompletionMemory()
 
     def _target(self) -> dict[str, Any]:
-        """What to wait for, as plain values (shared by the poke and the trigger)."""
-        if self.conversation_ids is not None:
-            return {"conversation_ids": [str(c) for c in self.conversation_ids]}
+        """What to wait for, as plain values (shared by the poke and the trigger); checked before any request."""
+        ids = check_conversation_ids(self.conversation_ids)
+        if ids is not None:
+            return {"conversation_ids": ids}
+        for name in ("channel_id", "campaign_id"):
+            check_filter(name, getattr(self, name))
         window = DateWindow.resolve(self.date_from, self.date_to)
         return {
             **window.as_dict(),
@@ -105,6 +112,7 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
         return completion.done
 
     def execute(self, context: Context) -> Any:
+        self._target()  # rendered values checked before the first request, in every mode
         if not self.deferrable:
             return super().execute(context)
         if self.poke(context):

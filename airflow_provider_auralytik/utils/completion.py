@@ -5,41 +5,60 @@ The check is written once, as a generator that *yields* the API calls it needs
 (:class:`PageCall` / :class:`ConversationCall`) and is *sent* their answers; :func:`run_sync`
 drives it with the hook's sync methods (sensor), :func:`run_async` with its async ones (trigger).
 
-A window costs a few requests whatever its size: one listing page (100 items: a small window is
-answered from the data itself), one count of the ``completed`` ones, and, to be exact at the
-edges, a look at the one-second margins the widened query adds; that look is remembered between
-pokes once the margins lie in the past, so a waiting poke costs 2 requests.
+A window is never declared done on counts: ``totalCount`` may be 0, stale or the size of a page
+(see :mod:`~airflow_provider_auralytik.utils.listing`). "Not done" is proven from data, cheaply:
+
+1. the window's first page (every status): a conversation inside it that is not ``completed``
+   proves "not done" (1 request); a short page holds the whole window and decides either way;
+2. else one page per status other than ``completed`` seen so far (``active`` to begin with): one
+   such conversation inside the window proves "not done" (a waiting check: 2 requests);
+3. else the window is listed exactly (the listing's own requests, a page per ~75 conversations):
+   done only if every conversation in it is ``completed``; a status not seen before is learned, so
+   the next waiting check stops at step 2.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from airflow_provider_auralytik.hooks.auralytik import AuralytikNotFoundError
-from airflow_provider_auralytik.utils.listing import ConversationFilters
-from airflow_provider_auralytik.utils.window import UTC, DateWindow, format_instant, parse_instant
+from airflow_provider_auralytik.utils.listing import (
+    Call,
+    ConversationCall,
+    ConversationFilters,
+    Found,
+    ListingStats,
+    PageCall,
+    Steps,
+    answer_async,
+    answer_sync,
+    list_window,
+)
+from airflow_provider_auralytik.utils.window import DateWindow, created_at
 
 COMPLETED = "completed"
+#: The status other than ``completed`` a check asks for before it has seen any (others are learned).
+FIRST_GUESS_PENDING = "active"
+PAGE_SIZE = 100
 
-
-@dataclass(frozen=True)
-class PageCall:
-    """Ask for one listing page (keyword arguments of ``AuralytikHook.get_conversations_page``)."""
-
-    query: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ConversationCall:
-    """Ask for one conversation by id."""
-
-    conversation_id: str
-
-
-Call = PageCall | ConversationCall
+__all__ = [
+    "COMPLETED",
+    "Call",
+    "Check",
+    "Completion",
+    "CompletionMemory",
+    "ConversationCall",
+    "PageCall",
+    "build_check",
+    "check_conversation_ids",
+    "check_ids",
+    "check_window",
+    "run_async",
+    "run_sync",
+]
 
 
 @dataclass(frozen=True)
@@ -51,18 +70,18 @@ class Completion:
     requests: int
     #: Up to a few ids still pending, for logs (ids only: never content).
     examples: tuple[str, ...] = ()
-    #: Counts include the second on each side of the window (the answer itself is exact).
-    approximate: bool = False
+    #: ``pending`` is a lower bound: what was seen before the check stopped looking.
+    at_least: bool = False
 
     @property
     def done(self) -> bool:
         return self.pending == 0
 
     def describe(self) -> str:
-        about = "~" if self.approximate else ""
-        of = f" of {about}{self.total}" if self.total is not None else ""
+        of = f" of {self.total}" if self.total is not None else ""
         if self.done:
             return f"All{of.replace(' of', '')} conversations are completed."
+        about = "At least " if self.at_least else ""
         return f"{about}{self.pending}{of} conversations not completed yet."
 
 
@@ -72,12 +91,8 @@ class CompletionMemory:
 
     #: Conversation ids already seen ``completed`` (a terminal status).
     completed_ids: set[str] = field(default_factory=set)
-    #: Just-outside-the-window conversations found by the last margin look, once margins are past.
-    margin_pending: int | None = None
-    margin_total: int | None = None
-    #: False when nothing survives until the next check (a sensor in ``reschedule`` mode): a margin
-    #: look could never be reused, so a waiting check skips it when it can and reports ``~`` counts.
-    lasting: bool = True
+    #: Statuses other than ``completed`` seen in answers: each is one cheap "not done" probe.
+    pending_statuses: set[str] = field(default_factory=lambda: {FIRST_GUESS_PENDING})
 
 
 Check = Generator[Call, Any, Completion]
@@ -110,73 +125,84 @@ def check_ids(conversation_ids: Sequence[str], memory: CompletionMemory) -> Chec
     )
 
 
-def _inside(window: DateWindow, items: list[Any]) -> dict[str, Any]:
-    return {str(c.get("id")): c for c in items if isinstance(c, dict) and window.contains(c.get("createdAt"))}
+def check_conversation_ids(value: Any) -> list[str] | None:
+    """``conversation_ids`` as a list of ids; anything but ``None`` or a list of non-empty strings raises."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(c, str) and c.strip() for c in value):
+        return list(value)
+    raise ValueError(
+        f"conversation_ids must be a list of non-empty strings (conversation ids), not {value!r:.100}: pass "
+        "e.g. ['conv_123', 'conv_456'] (a template must render to such a list), or leave it out to wait "
+        "for the window."
+    )
 
 
-def check_window(
-    window: DateWindow,
-    filters: ConversationFilters,
-    memory: CompletionMemory,
-    *,
-    now: datetime | None = None,
-) -> Check:
+def _inside(window: DateWindow, items: list[Any], memory: CompletionMemory) -> dict[str, dict[str, Any]]:
+    """The conversations of ``items`` inside the window (a ``createdAt`` that cannot be placed raises);
+    learns the statuses other than ``completed``."""
+    kept: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if window.start <= created_at(item) < window.end:
+            kept[str(item.get("id"))] = item
+        status = item.get("status")
+        if isinstance(status, str) and status and status != COMPLETED:
+            memory.pending_statuses.add(status)
+    return kept
+
+
+def _waiting(conversations: dict[str, dict[str, Any]]) -> list[str]:
+    return [cid for cid, c in conversations.items() if c.get("status") != COMPLETED]
+
+
+def _relay(steps: Steps, found: dict[str, dict[str, Any]]) -> Generator[Call, Any, None]:
+    """Run a sans-I/O listing inside a check: its calls go to the driver, its pieces into ``found``."""
+    answer: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = steps.throw(error) if error is not None else steps.send(answer)
+        except StopIteration:
+            return
+        answer, error = None, None
+        if isinstance(step, Found):
+            found.update((str(c.get("id")), c) for c in step.conversations)
+            continue
+        try:
+            answer = yield step
+        except Exception as exc:  # the driver's error goes back to the listing (a 404 it expects)
+            error = exc
+
+
+def check_window(window: DateWindow, filters: ConversationFilters, memory: CompletionMemory) -> Check:
     """Whether every conversation of ``window`` (half-open, on ``createdAt``) is completed."""
-    now = now or datetime.now(UTC)
     low, high = window.server_bounds()
     base = {**filters.query(), "status": None, "date_from": low, "date_to": high, "page": 1}
 
-    first = yield PageCall({**base, "page_size": 100})
-    total_wide, data = first["totalCount"], first["data"]
-    if total_wide <= len(data):  # the widened window fits one answer: decide from the data
-        inside = _inside(window, data)
-        waiting = [cid for cid, c in inside.items() if c.get("status") != COMPLETED]
-        return Completion(len(waiting), len(inside), 1, tuple(waiting[:5]))
+    first = yield PageCall({**base, "page_size": PAGE_SIZE})
+    requests = 1
+    inside = _inside(window, first["data"], memory)
+    waiting = _waiting(inside)
+    if len(first["data"]) < PAGE_SIZE:  # the whole window in one answer: decided from the data
+        return Completion(len(waiting), len(inside), requests, tuple(waiting[:5]))
+    if waiting:
+        return Completion(len(waiting), None, requests, tuple(waiting[:5]), at_least=True)
 
-    counted = yield PageCall({**base, "status": COMPLETED, "page_size": 1})
-    requests = 2
-    gap = total_wide - counted["totalCount"]  # not completed, margins included
-    total: int | None
-    if gap <= 0:
-        total = total_wide - memory.margin_total if memory.margin_total is not None else None
-        return Completion(0, total, requests)
+    for status in sorted(memory.pending_statuses):
+        answer = yield PageCall({**base, "status": status, "page_size": PAGE_SIZE})
+        requests += 1
+        waiting = _waiting(_inside(window, answer["data"], memory))
+        if waiting:
+            return Completion(len(waiting), None, requests, tuple(waiting[:5]), at_least=True)
 
-    if not memory.lasting and any(c.get("status") != COMPLETED for c in _inside(window, data).values()):
-        # A conversation inside the window is not completed: not done, whatever the margins hold.
-        # Skipping the margins keeps a waiting poke at 2 requests when nothing would remember
-        # them; the counts then include the margins.
-        return Completion(gap, total_wide, requests, approximate=True)
-
-    if memory.margin_pending is None or gap - memory.margin_pending <= 0:
-        # Is what is not completed only in the margins? Look at them (a second or two each).
-        outside: dict[str, Any] = {}
-        # The end margin starts a second early: with an exclusive ``dateFrom``, starting at
-        # ``window.end`` would miss a conversation created exactly then (inside ones are dropped).
-        end_margin_from = format_instant(window.end - timedelta(seconds=1))
-        for date_from, date_to in ((low, format_instant(window.start)), (end_margin_from, high)):
-            page = 1
-            while True:
-                answer = yield PageCall(
-                    {**base, "date_from": date_from, "date_to": date_to, "page": page, "page_size": 100}
-                )
-                requests += 1
-                for c in answer["data"]:
-                    if isinstance(c, dict) and not window.contains(c.get("createdAt")):
-                        outside[str(c.get("id"))] = c
-                if not answer["data"] or page * 100 >= answer["totalCount"] or page >= 20:
-                    break
-                page += 1
-        margin_pending = sum(1 for c in outside.values() if c.get("status") != COMPLETED)
-        if parse_instant(high) < now:  # nothing new can appear in past margins: remember them
-            memory.margin_pending, memory.margin_total = margin_pending, len(outside)
-        else:
-            memory.margin_pending = memory.margin_total = None
-        pending = gap - margin_pending
-        total = total_wide - len(outside)
-    else:
-        pending = gap - memory.margin_pending
-        total = total_wide - memory.margin_total if memory.margin_total is not None else None
-    return Completion(max(pending, 0), total, requests)
+    # Nothing seen pending: verify from an exact listing before saying "done".
+    stats = ListingStats()
+    listed: dict[str, dict[str, Any]] = {}
+    unfiltered = ConversationFilters(channel_id=filters.channel_id, campaign_id=filters.campaign_id)
+    yield from _relay(list_window(window, unfiltered, page_size=PAGE_SIZE, stats=stats), listed)
+    _inside(window, list(listed.values()), memory)  # learn their statuses
+    waiting = _waiting(listed)
+    return Completion(len(waiting), len(listed), requests + stats.requests, tuple(waiting[:5]))
 
 
 def build_check(
@@ -189,8 +215,9 @@ def build_check(
     campaign_id: str | None = None,
 ) -> Check:
     """The check for what a sensor names: its ``conversation_ids`` if given, else its window."""
-    if conversation_ids is not None:  # an empty list names nothing to wait for: done at once
-        return check_ids(list(conversation_ids), memory)
+    ids = check_conversation_ids(conversation_ids)
+    if ids is not None:  # an empty list names nothing to wait for: done at once
+        return check_ids(ids, memory)
     window = DateWindow.resolve(date_from, date_to)
     return check_window(window, ConversationFilters(channel_id=channel_id, campaign_id=campaign_id), memory)
 
@@ -200,10 +227,7 @@ def run_sync(check: Check, hook: Any) -> Completion:
     step: Call | Completion = _send(check, None)  # a check may have nothing to ask (ids known completed)
     while not isinstance(step, Completion):
         try:
-            if isinstance(step, PageCall):
-                answer = hook.get_conversations_page(**step.query)
-            else:
-                answer = hook.get_conversation(step.conversation_id)
+            answer = answer_sync(hook, step)
         except Exception as exc:
             step = _throw(check, exc)
         else:
@@ -216,10 +240,7 @@ async def run_async(check: Check, hook: Any) -> Completion:
     step: Call | Completion = _send(check, None)
     while not isinstance(step, Completion):
         try:
-            if isinstance(step, PageCall):
-                answer = await hook.aget_conversations_page(**step.query)
-            else:
-                answer = await hook.aget_conversation(step.conversation_id)
+            answer = await answer_async(hook, step)
         except Exception as exc:
             step = _throw(check, exc)
         else:

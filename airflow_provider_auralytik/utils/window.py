@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -61,13 +61,55 @@ def format_instant(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _floor_second(value: datetime) -> datetime:
-    return value.replace(microsecond=0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+#: Resolutions a window is cut at, coarsest first: a second, a millisecond, a microsecond.
+UNITS = (_SECOND, timedelta(milliseconds=1), _MICROSECOND)
 
 
-def _ceil_second(value: datetime) -> datetime:
-    floored = value.replace(microsecond=0)
-    return floored if floored == value else floored + _SECOND
+def _plain(value: datetime) -> datetime:
+    """A standard-library UTC datetime (pendulum's arithmetic with ``timedelta`` units differs)."""
+    value = value.astimezone(UTC)
+    return datetime(*value.timetuple()[:6], value.microsecond, tzinfo=UTC)
+
+
+def floor_to(value: datetime, unit: timedelta) -> datetime:
+    """``value`` rounded down to a multiple of ``unit`` since the epoch (a plain UTC datetime)."""
+    plain = _plain(value)
+    return plain - (plain - _EPOCH) % unit
+
+
+def _ceil(value: datetime, unit: timedelta) -> datetime:
+    floored = floor_to(value, unit)
+    return floored if floored == value else floored + unit
+
+
+class CreatedAtError(ValueError):
+    """A listed conversation's ``createdAt`` cannot be placed in or out of a window."""
+
+
+def created_at(conversation: Any) -> datetime:
+    """
+    The ``createdAt`` of a listed conversation, as an aware UTC datetime.
+
+    Raises :class:`CreatedAtError` naming the conversation and the value when it is missing, has no
+    time zone or does not parse: such a conversation can be placed neither in nor out of a window, and
+    dropping it would lose it silently.
+    """
+    if not isinstance(conversation, dict):
+        raise CreatedAtError(
+            f"The API listed {conversation!r:.100} where a conversation object was expected: the answer "
+            "cannot be exported exactly; report it to Auralytik."
+        )
+    value = conversation.get("createdAt")
+    try:
+        return parse_instant(value, name="createdAt")  # type: ignore[arg-type]  # checked by parse_instant
+    except (TypeError, ValueError):
+        raise CreatedAtError(
+            f"Conversation {conversation.get('id')!r} has createdAt={value!r}, which is not an ISO 8601 "
+            "date-time with a time zone: it cannot be placed in or out of the window, so the task stops "
+            "rather than drop it; report the value to Auralytik."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -76,6 +118,9 @@ class DateWindow:
 
     start: datetime
     end: datetime
+    #: The resolution of the bounds sent to the server (see :meth:`server_bounds`): a second, unless
+    #: the listing cut a crowded second finer.
+    unit: timedelta = field(default=_SECOND, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.end < self.start:
@@ -110,50 +155,59 @@ class DateWindow:
 
     # -- membership ------------------------------------------------------------------------
 
-    def contains(self, created_at: Any) -> bool:
-        """Whether a conversation's ``createdAt`` lies in ``[start, end)``; ``None``/garbage is outside."""
-        if not created_at:
-            return False
-        try:
-            instant = parse_instant(created_at, name="createdAt")
-        except (TypeError, ValueError):
-            return False
-        return self.start <= instant < self.end
+    def contains(self, instant: datetime | str) -> bool:
+        """
+        Whether an instant (a ``createdAt``) lies in ``[start, end)``.
+
+        A value that cannot be placed (no time zone, not a date-time) raises ``ValueError``: answering
+        "outside" would drop a conversation silently. Use :func:`created_at` to read a conversation's.
+        """
+        return self.start <= parse_instant(instant, name="createdAt") < self.end
 
     # -- what to ask the server ------------------------------------------------------------
 
     def server_bounds(self) -> tuple[str, str]:
         """
-        ``dateFrom``/``dateTo`` to send: widened by a second on each side.
+        ``dateFrom``/``dateTo`` to send: on :attr:`unit` boundaries, widened by one unit on each side.
 
         Whether the server's bounds are inclusive or exclusive is not published; asking for a little
-        more and keeping only ``[start, end)`` on our side is exact under every rule.
+        more and keeping only ``[start, end)`` on our side is exact under every rule. Whole seconds
+        unless the listing cut a crowded second: exact on a server that ignores fractions too.
         """
+        unit = self.unit
         return (
-            format_instant(_floor_second(self.start) - _SECOND),
-            format_instant(_ceil_second(self.end) + _SECOND),
+            format_instant(floor_to(self.start, unit) - unit),
+            format_instant(_ceil(self.end, unit) + unit),
         )
 
     @property
     def seconds(self) -> float:
         return (self.end - self.start).total_seconds()
 
-    def split(self, parts: int) -> list[DateWindow]:
+    def split(self, parts: int, *, finest: timedelta = _SECOND) -> list[DateWindow]:
         """
-        Cut into up to ``parts`` adjacent windows on whole-second boundaries, covering it exactly.
+        Cut into up to ``parts`` adjacent windows covering it exactly, on boundaries of the coarsest
+        unit (second, millisecond, microsecond, no finer than ``finest``) that cuts it at all.
 
-        A window of one second or less cannot be cut and comes back whole.
+        A window that cannot be cut at ``finest`` (one second or less, by default) comes back whole.
         """
         if parts < 1:
             raise ValueError(f"parts must be at least 1, not {parts}.")
-        base = _floor_second(self.start)
-        span = math.ceil((self.end - base).total_seconds())
-        if parts == 1 or span <= 1:
-            return [self]
-        step = math.ceil(span / parts)
-        cuts = (base + timedelta(seconds=step * k) for k in range(1, parts))
-        bounds = [self.start, *(cut for cut in cuts if self.start < cut < self.end), self.end]
-        return [DateWindow(a, b) for a, b in itertools.pairwise(bounds)]
+        for unit in UNITS:
+            if unit < finest:
+                break
+            base = floor_to(self.start, unit)
+            span = math.ceil((_plain(self.end) - base) / unit)
+            if parts > 1 and span > 1:
+                step = math.ceil(span / parts)
+                cuts = (base + unit * (step * k) for k in range(1, parts))
+                bounds = [self.start, *(cut for cut in cuts if self.start < cut < self.end), self.end]
+                return [DateWindow(a, b, unit) for a, b in itertools.pairwise(bounds)]
+        return [self]
+
+    def finer(self) -> timedelta | None:
+        """The next finer unit than this window's, or ``None`` at a microsecond."""
+        return next((unit for unit in UNITS if unit < self.unit), None)
 
     def as_dict(self) -> dict[str, str]:
         return {"date_from": format_instant(self.start), "date_to": format_instant(self.end)}

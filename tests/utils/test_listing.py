@@ -8,8 +8,20 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
-from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
-from airflow_provider_auralytik.utils.window import DateWindow, format_instant, parse_instant
+from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES
+from airflow_provider_auralytik.utils.listing import (
+    MAX_FAN_OUT,
+    ConversationCall,
+    ConversationFilters,
+    CrowdedInstantError,
+    Found,
+    ListingError,
+    ListingStats,
+    PageCall,
+    WindowListing,
+    list_window,
+)
+from airflow_provider_auralytik.utils.window import CreatedAtError, DateWindow, format_instant, parse_instant
 from tests.conftest import sandbox_connection
 
 DAY0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -88,15 +100,93 @@ def test_listing_that_shifts_while_read_loses_and_duplicates_nothing(make_sandbo
     assert len(sandbox.all_conversations()) > 1000  # inserts really happened
 
 
-def test_more_conversations_in_one_second_than_a_page_holds(make_sandbox, connect):
+def test_crowded_second_of_distinct_instants_is_cut_below_the_second(make_sandbox, connect):
     sandbox = make_sandbox(start="2026-03-01", days=1, per_day=50)
-    crowded = DAY0 + timedelta(hours=12, seconds=7)
-    added = {sandbox.add_conversation(createdAt=format_instant(crowded))["id"] for _ in range(230)}
+    second = DAY0 + timedelta(hours=12, seconds=7)
+    added = {
+        sandbox.add_conversation(createdAt=format_instant(second + timedelta(microseconds=4001 * n)))["id"]
+        for n in range(230)
+    }
     hook = connect(sandbox)
-    got = ids(WindowListing(hook, day(0), page_size=100))
-    assert len(got) == len(set(got))
+    listing = WindowListing(hook, day(0), page_size=100)
+    got = ids(listing)
+    assert len(got) == len(set(got)) == 50 + 230
     assert added <= set(got)
-    assert len(got) == 50 + 230
+    assert listing.requests <= 12
+
+
+def test_crowded_second_with_a_deletion_between_requests_loses_nothing_else(make_sandbox, connect):
+    # 230 conversations within one second, and the sandbox deletes one conversation of each of the
+    # next 3 pages it serves: page-number paging would shift and skip a conversation never deleted.
+    sandbox = make_sandbox(start="2026-03-01", days=1, per_day=50)
+    second = DAY0 + timedelta(hours=12, seconds=7)
+    for n in range(230):
+        sandbox.add_conversation(createdAt=format_instant(second + timedelta(microseconds=4001 * n)))
+    before = set(sandbox.conversations_in(day(0).start, day(0).end))
+    sandbox.config.delete_during_listing = 3
+    sandbox._deletions_left = 3
+    hook = connect(sandbox)
+    got = ids(WindowListing(hook, day(0)))
+    assert len(sandbox.deleted_ids) == 3
+    assert len(got) == len(set(got))
+    assert before - set(sandbox.deleted_ids) <= set(got), "a conversation that was never deleted is missing"
+    assert set(got) <= before
+
+
+def test_crowded_instant_fails_naming_it_and_sends_few_requests(make_sandbox, connect):
+    sandbox = make_sandbox(start="2026-03-01", days=1, per_day=50, crowded_second=150)
+    hook = connect(sandbox)
+    with pytest.raises(CrowdedInstantError) as caught:
+        list(WindowListing(hook, day(0)))
+    message = str(caught.value)
+    assert "2026-03-01T12:00:00Z" in message
+    assert "channel_id" in message
+    assert "\n" not in message
+    assert sandbox.stats.requests <= 20
+
+
+@pytest.mark.parametrize("mode", TOTAL_COUNT_MODES)
+@pytest.mark.parametrize("per_day", [106, 2000])
+def test_exact_whatever_total_count_says_and_at_most_twice_the_honest_cost(make_sandbox, connect, mode, per_day):
+    honest_sandbox = make_sandbox(start="2026-03-01", days=3, per_day=per_day)
+    honest = WindowListing(connect(honest_sandbox), day(1))
+    assert sorted(ids(honest)) == sorted(honest_sandbox.conversations_in(day(1).start, day(1).end))
+
+    sandbox = make_sandbox(start="2026-03-01", days=3, per_day=per_day, total_count_mode=mode)
+    listing = WindowListing(connect(sandbox), day(1))
+    got = ids(listing)
+    expected = sandbox.conversations_in(day(1).start, day(1).end)
+    assert len(expected) == per_day
+    assert len(got) == len(set(got))
+    assert sorted(got) == sorted(expected)
+    assert listing.requests == sandbox.stats.requests
+    assert listing.requests <= 2 * honest.requests
+
+
+def test_stale_count_after_deletions_and_inserts_stays_exact(make_sandbox, connect):
+    sandbox = make_sandbox(start="2026-03-01", days=1, per_day=600, total_count_mode="stale")
+    hook = connect(sandbox)
+    list(WindowListing(hook, day(0)))  # the counts are cached now
+    for conversation_id in sandbox.conversations_in(day(0).start, day(0).end)[::7]:
+        sandbox.delete_conversation(conversation_id)
+    sandbox.insert_random_conversations(150)
+    got = ids(WindowListing(hook, day(0)))
+    assert sorted(got) == sorted(sandbox.conversations_in(day(0).start, day(0).end))
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("2026-03-01T10:00:00", "'2026-03-01T10:00:00'"), ("not a date", "'not a date'")],
+)
+def test_created_at_that_cannot_be_placed_fails_naming_id_and_value(make_sandbox, connect, value, shown):
+    sandbox = make_sandbox(start="2026-03-01", days=1, per_day=20)
+    bad = sandbox.add_conversation(createdAt="2026-03-01T10:00:00Z")["id"]
+    sandbox._data.by_id[bad].fields["createdAt"] = value  # served as is: what a faulty back end sends
+    sandbox._data.by_id[bad]._json_active = sandbox._data.by_id[bad]._json_completed = None
+    with pytest.raises(CreatedAtError) as caught:
+        list(WindowListing(connect(sandbox), day(0)))
+    assert bad in str(caught.value)
+    assert f"createdAt={shown}" in str(caught.value)
 
 
 def test_window_of_one_second_with_inclusive_server_bounds(make_sandbox, connect):

@@ -11,8 +11,11 @@ import pytest
 from airflow_provider_auralytik.utils.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
+    UNITS,
+    CreatedAtError,
     DateWindow,
     EmptyWindowError,
+    created_at,
     format_instant,
     parse_instant,
     window_slices,
@@ -223,8 +226,38 @@ def test_contains_half_open(created_at, inside):
     "created_at",
     [None, "", "garbage", "2024-01-15T12:00:00", datetime(2024, 1, 15, 12), 1705320000, [], {}, 0],
 )
-def test_contains_none_and_garbage_are_outside(created_at):
-    assert DAY.contains(created_at) is False
+def test_contains_refuses_what_cannot_be_placed(created_at):
+    # "Outside" would drop a conversation silently: a value that cannot be placed raises.
+    with pytest.raises((TypeError, ValueError), match="createdAt"):
+        DAY.contains(created_at)
+
+
+@pytest.mark.parametrize(
+    ("conversation", "shown"),
+    [
+        ({"id": "conv_naive", "createdAt": "2024-01-15T12:00:00"}, "'2024-01-15T12:00:00'"),
+        ({"id": "conv_garbage", "createdAt": "yesterday"}, "'yesterday'"),
+        ({"id": "conv_none", "createdAt": None}, "None"),
+        ({"id": "conv_missing"}, "None"),
+        ({"id": "conv_number", "createdAt": 1705320000}, "1705320000"),
+    ],
+)
+def test_created_at_names_the_conversation_and_the_value(conversation, shown):
+    with pytest.raises(CreatedAtError) as caught:
+        created_at(conversation)
+    message = str(caught.value)
+    assert conversation["id"] in message
+    assert f"createdAt={shown}" in message
+    assert "\n" not in message
+
+
+def test_created_at_of_a_non_object_is_refused():
+    with pytest.raises(CreatedAtError, match="conversation object"):
+        created_at(["not", "a", "dict"])
+
+
+def test_created_at_reads_zones_and_fractions():
+    assert created_at({"id": "a", "createdAt": "2024-01-15T01:00:00.250+01:00"}) == utc(2024, 1, 15, 0, 0, 0, 250000)
 
 
 def test_consecutive_windows_never_share_or_drop_an_instant():
@@ -392,3 +425,44 @@ def test_window_slices_refuses_empty_reversed_and_missing():
         window_slices(None, "2024-01-15T00:00:00Z", 3)  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(ValueError, match="parts must be at least 1"):
         window_slices("2024-01-15T00:00:00Z", "2024-01-16T00:00:00Z", 0)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Cutting a crowded second: milliseconds, then microseconds, each with bounds of its own unit
+# ---------------------------------------------------------------------------------------------
+
+SECOND, MILLI, MICRO = UNITS
+
+
+def assert_tiles(window, parts):
+    assert parts[0].start == window.start
+    assert parts[-1].end == window.end
+    assert all(a.end == b.start and a.start < a.end for a, b in itertools.pairwise(parts))
+
+
+def test_one_second_is_cut_into_milliseconds_only_when_asked():
+    second = DateWindow(utc(2024, 1, 15, 10), utc(2024, 1, 15, 10, 0, 1))
+    assert second.split(4) == [second]  # slicing (the default) never goes below a second
+    parts = second.split(4, finest=MICRO)
+    assert len(parts) == 4
+    assert_tiles(second, parts)
+    assert format_instant(parts[1].start) == "2024-01-15T10:00:00.250000Z"
+    assert {part.unit for part in parts} == {MILLI}
+    assert parts[1].server_bounds() == ("2024-01-15T10:00:00.249000Z", "2024-01-15T10:00:00.501000Z")
+
+
+def test_one_millisecond_is_cut_into_microseconds_then_no_further():
+    milli = DateWindow(utc(2024, 1, 15, 10, 0, 0, 1000), utc(2024, 1, 15, 10, 0, 0, 2000), MILLI)
+    parts = milli.split(2, finest=MICRO)
+    assert [part.unit for part in parts] == [MICRO, MICRO]
+    assert_tiles(milli, parts)
+    assert parts[0].server_bounds() == ("2024-01-15T10:00:00.000999Z", "2024-01-15T10:00:00.001501Z")
+    micro = DateWindow(utc(2024, 1, 15, 10, 0, 0, 7), utc(2024, 1, 15, 10, 0, 0, 8), MICRO)
+    assert micro.split(8, finest=MICRO) == [micro]
+    assert micro.finer() is None
+    assert DateWindow(micro.start, micro.end).finer() == MILLI
+
+
+def test_unit_does_not_change_equality():
+    assert DateWindow(utc(2024, 1, 15), utc(2024, 1, 16), MICRO) == DAY

@@ -1,0 +1,66 @@
+"""
+Requests a window listing costs under each ``totalCount`` lie, against the sandbox over real HTTP.
+
+    .venv/bin/python benchmarks/bench_listing.py
+
+For each size (conversations in one day) and each ``total_count_mode`` of the sandbox, lists the day
+with :class:`WindowListing`, checks the result is exact (the sandbox's own ground truth) and prints
+the number of requests and its ratio to the honest count's. Deterministic (seeded data): the counts
+do not depend on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+SIZES = (106, 2000)
+START = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+
+def measure(per_day: int, mode: str) -> dict[str, Any]:
+    from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
+    from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig
+    from airflow_provider_auralytik.utils.listing import WindowListing
+    from airflow_provider_auralytik.utils.window import DateWindow
+
+    config = SandboxConfig(start="2026-03-01", days=3, per_day=per_day, total_count_mode=mode)
+    with Sandbox(config) as sandbox:
+        os.environ["AIRFLOW_CONN_AURALYTIK_DEFAULT"] = json.dumps(
+            {"conn_type": "auralytik", "host": sandbox.url, "password": sandbox.api_key}
+        )
+        window = DateWindow(START + timedelta(days=1), START + timedelta(days=2))
+        hook = AuralytikHook()
+        listing = WindowListing(hook, window)
+        got = [c["id"] for c in listing]
+        expected = sandbox.conversations_in(window.start, window.end)
+        hook.close()
+        return {
+            "per_day": per_day,
+            "mode": mode,
+            "exact": sorted(got) == sorted(expected) and len(got) == len(set(got)),
+            "requests": listing.requests,
+            "sent": sandbox.stats.requests,
+        }
+
+
+def main() -> int:
+    from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES
+
+    rows = []
+    for per_day in SIZES:
+        honest = None
+        for mode in TOTAL_COUNT_MODES:
+            row = measure(per_day, mode)
+            honest = honest or row["requests"]
+            row["ratio"] = round(row["requests"] / honest, 2)
+            rows.append(row)
+            print(f"{per_day:>5} {mode:<9} exact={row['exact']} requests={row['requests']:>4} x{row['ratio']}")
+    return 0 if all(r["exact"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
