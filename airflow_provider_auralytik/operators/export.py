@@ -2,7 +2,7 @@
 Export operators: a window of conversations, or of their PII-masked messages, to object storage.
 
 Each operator composes the hook (HTTP), the exact window listing, and the part writer; the output
-layout and the manifest are described in :mod:`airflow_provider_auralytik.utils.writer`.
+layout, the manifest and the snapshot commit are described in :mod:`airflow_provider_auralytik.output`.
 """
 
 from __future__ import annotations
@@ -12,24 +12,23 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_auralytik import __version__
 from airflow_provider_auralytik._compat import Asset, AssetAlias, BaseOperator
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
-from airflow_provider_auralytik.utils.schemas import check_format
+from airflow_provider_auralytik.output.manifest import MANIFEST_NAME
+from airflow_provider_auralytik.output.parts import check_output_options
 from airflow_provider_auralytik.utils.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
     UTC,
     DateWindow,
-    format_instant,
 )
 
 if TYPE_CHECKING:
     from airflow_provider_auralytik._compat import Context, ObjectStoragePath
+    from airflow_provider_auralytik.output.writer import PartWriter
     from airflow_provider_auralytik.utils.concurrency import OrderedMap, Prefetch
     from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.utils.progress import Progress
-    from airflow_provider_auralytik.utils.writer import PartWriter
 
 DEFAULT_MAX_RECORDS_PER_PART = 100_000
 
@@ -43,7 +42,7 @@ def export_summary(url: str, manifest: dict[str, Any], **extra: Any) -> dict[str
     """The small XCom an export returns: where it wrote, how many files, the counts. Never data."""
     return {
         "destination": url,
-        "manifest": f"{url}/_manifest.json",
+        "manifest": f"{url}/{MANIFEST_NAME}",
         "files": len(manifest["files"]),
         **extra,
         **manifest["counts"],
@@ -134,9 +133,7 @@ class _AuralytikExportOperator(BaseOperator):
         register_asset_alias(self, asset_alias)
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
-        check_format(file_format, compression)
-        if max_records_per_part < 1:
-            raise ValueError(f"max_records_per_part must be at least 1, not {max_records_per_part}.")
+        check_output_options(file_format, compression, max_records_per_part)
         self.destination = destination
         self.destination_conn_id = destination_conn_id
         self.date_from = date_from
@@ -162,20 +159,25 @@ class _AuralytikExportOperator(BaseOperator):
         return ConversationFilters(channel_id=self.channel_id, campaign_id=self.campaign_id, status=self.status)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_auralytik.output.destination import check_destination, open_destination
+        from airflow_provider_auralytik.output.manifest import manifest_header
+        from airflow_provider_auralytik.output.snapshot import new_run_token
+        from airflow_provider_auralytik.output.writer import PartWriter
         from airflow_provider_auralytik.utils.listing import WindowListing
         from airflow_provider_auralytik.utils.progress import Progress
         from airflow_provider_auralytik.utils.schemas import get_schema
-        from airflow_provider_auralytik.utils.writer import PartWriter, resolve_destination
 
+        # Everything about the destination that can be wrong is found before the first request.
+        target = check_destination(self.destination, self.destination_conn_id)
         window, filters = DateWindow.resolve(self.date_from, self.date_to), self._filters()
         started = datetime.now(UTC)
         listing = WindowListing(self.hook, window, filters, page_size=self.page_size)
-        progress = Progress(self.log, self.kind, total=lambda: listing.estimated_total)
+        progress = Progress(self.log, self.kind, total=lambda: listing.estimated_total, pace=self.hook.pace)
         try:
             # The requests start now, while the destination is opened (its first use costs Airflow
             # a few hundred milliseconds of imports, and a remote store its connection).
             with self._stream(listing) as stream:
-                destination = resolve_destination(self.destination, self.destination_conn_id)
+                destination = open_destination(target)
                 self.log.info(
                     "Exporting Auralytik %s for %s%s to %s",
                     self.kind,
@@ -189,28 +191,26 @@ class _AuralytikExportOperator(BaseOperator):
                     max_records_per_part=self.max_records_per_part,
                     file_format=self.file_format,
                     schema=get_schema(self.kind),
+                    run_token=new_run_token(started),
                 )
                 with writer:
                     details = self._export(stream, listing, writer, progress)
-                    manifest = writer.commit(
-                        {
-                            "manifest_version": 1,
-                            "kind": self.kind,
-                            "provider": "airflow-provider-auralytik",
-                            "provider_version": __version__,
-                            "api_host": self.hook.base_url,
-                            "window": window.as_dict(),
-                            "filters": filters.as_dict(),
-                            "started_at": format_instant(started),
-                            "finished_at": format_instant(datetime.now(UTC)),
-                            **details,
-                        }
+                    # 429s answered to this export, and seconds the key's requests were paused by them.
+                    details["rate_limit"] = self.hook.throttle_counts()
+                    header = manifest_header(
+                        kind=self.kind,
+                        api_host=self.hook.base_url,
+                        window=window.as_dict(),
+                        filters=filters.as_dict(),
+                        started_at=started,
+                        finished_at=datetime.now(UTC),
                     )
+                    manifest = writer.commit({**header, **details})
         finally:
             self.hook.close()
         self.destination_path = destination
         self.manifest = manifest
-        summary = export_summary(storage_url(destination), manifest)
+        summary = export_summary(storage_url(destination), manifest, **manifest["rate_limit"])
         self.log.info("Done: %s. %s", progress.summary(), summary)
         emit_asset_event(context, self.asset_alias, summary, manifest["window"])
         return summary

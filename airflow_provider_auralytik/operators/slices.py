@@ -7,10 +7,14 @@ Scale-out: export a window too large for one worker as N mapped tasks, then comb
     exported = AuralytikExportMessagesOperator.partial(task_id="export_slice").expand_kwargs(slices)
     AuralytikCombineSlicesOperator(task_id="combine", slices=exported.output)
 
-Each mapped task writes its own ``<destination>/slice-NNN/`` (parts and a slice manifest) and returns
-a small summary; the combine step checks that the slices tile the window exactly and writes
-``<destination>/_manifest.json`` listing every part. Nothing is shared but object storage and small
-XComs, so it runs the same on the Celery or Kubernetes executor.
+Each mapped task writes its own ``<destination>/slice-NNN/`` (parts and a slice manifest, a snapshot
+like any export's) and returns a small summary; the combine step checks that the slices tile the window
+exactly and commits ``<destination>/_manifest.json`` listing every part. Nothing is shared but object
+storage and small XComs, so it runs the same on the Celery or Kubernetes executor.
+
+The combined snapshot stays valid until the next combine commits: a slice rerun keeps the parts the
+combined manifest lists (see :func:`~airflow_provider_auralytik.output.snapshot.listed_by_parent`), and
+the combine removes them, and earlier runs' extra ``slice-NNN`` directories, only after its own commit.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_auralytik import __version__
 from airflow_provider_auralytik._compat import BaseOperator
 from airflow_provider_auralytik.operators.export import (
     emit_asset_event,
@@ -28,6 +31,7 @@ from airflow_provider_auralytik.operators.export import (
     register_asset_alias,
     storage_url,
 )
+from airflow_provider_auralytik.output.manifest import MANIFEST_NAME, manifest_header, manifest_run_token
 from airflow_provider_auralytik.utils.window import SLICE_PREFIX, format_instant, parse_instant, window_slices
 
 if TYPE_CHECKING:
@@ -45,15 +49,15 @@ def plan_window_slices(
     Start a sliced export: the ``.expand_kwargs(...)`` list for the mapped export tasks.
 
     Returns :func:`~airflow_provider_auralytik.utils.window.window_slices` with one
-    ``<destination>/slice-NNN`` directory per slice, and withdraws the ``_manifest.json`` an earlier
-    run combined at ``destination``: while the slices are being rewritten, and if one of them fails,
-    the destination has no manifest, so no reader mistakes it for complete. Call it from a ``@task``.
+    ``<destination>/slice-NNN`` directory per slice, after checking ``destination`` and
+    ``destination_conn_id`` (so a bad one fails here, before any slice sends a request). The combined
+    snapshot an earlier run committed at ``destination`` stays in place and valid until the combine
+    step of this run commits a new one. Call it from a ``@task``.
     """
-    from airflow_provider_auralytik.utils.writer import resolve_destination, withdraw_manifest
+    from airflow_provider_auralytik.output.destination import check_destination
 
-    items = window_slices(date_from, date_to, slices, destination=destination)
-    withdraw_manifest(resolve_destination(destination, destination_conn_id))
-    return items
+    check_destination(destination, destination_conn_id)
+    return window_slices(date_from, date_to, slices, destination=destination)
 
 
 def combine_slice_manifests(slices: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -62,7 +66,8 @@ def combine_slice_manifests(slices: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Refuses slices that are not of one kind, format and filter set, or that do not tile one window
     exactly (a gap or an overlap would mean a lost or a doubled conversation). File paths become
-    relative to the combined destination (``slice-000/part-00000.jsonl.gz``).
+    relative to the combined destination (``slice-000/part-<run token>-00000.jsonl.gz``); each entry of
+    ``"slices"`` records the run token of the slice snapshot it was built from.
     """
     if not slices:
         raise ValueError("No slices to combine: the mapped export produced nothing.")
@@ -86,23 +91,26 @@ def combine_slice_manifests(slices: Sequence[dict[str, Any]]) -> dict[str, Any]:
             counts[key] = counts.get(key, 0) + value
         for key, value in entry["manifest"].get("pii_guard", {}).get("findings", {}).items():
             findings[key] = findings.get(key, 0) + value
-    combined: dict[str, Any] = {
-        "manifest_version": 1,
-        "kind": first["kind"],
-        "provider": "airflow-provider-auralytik",
-        "provider_version": __version__,
-        "api_host": first["api_host"],
-        "window": {
+    header = manifest_header(
+        kind=first["kind"],
+        api_host=first["api_host"],
+        window={
             "date_from": first["window"]["date_from"],
             "date_to": ordered[-1]["manifest"]["window"]["date_to"],
         },
-        "filters": first["filters"],
-        "started_at": min(format_instant(parse_instant(s["manifest"]["started_at"])) for s in ordered),
-        "finished_at": max(format_instant(parse_instant(s["manifest"]["finished_at"])) for s in ordered),
+        filters=first["filters"],
+        started_at=min(format_instant(parse_instant(s["manifest"]["started_at"])) for s in ordered),
+        finished_at=max(format_instant(parse_instant(s["manifest"]["finished_at"])) for s in ordered),
+    )
+    combined: dict[str, Any] = {
+        **header,
         "counts": counts,
         "skipped": [item for s in ordered for item in s["manifest"].get("skipped", [])],
         "api_requests": sum(s["manifest"].get("api_requests", 0) for s in ordered),
-        "slices": [{"path": s["path"], "window": s["manifest"]["window"]} for s in ordered],
+        "slices": [
+            {"path": s["path"], "window": s["manifest"]["window"], "run_token": manifest_run_token(s["manifest"])}
+            for s in ordered
+        ],
         "format": first["format"],
         "compression": first["compression"],
         "files": [{**f, "path": f"{s['path']}/{f['path']}"} for s in ordered for f in s["manifest"]["files"]],
@@ -124,9 +132,11 @@ class AuralytikCombineSlicesOperator(BaseOperator):
     :param asset_alias: As for the export operators: emit an asset event for the combined
         destination, with the combined counts.
 
-    Checks that the slices tile one window exactly, writes the combined manifest last, removes
-    ``slice-NNN`` directories of an earlier run that this run did not write, and returns a small
-    summary like the exports do.
+    Checks that the slices tile one window exactly, commits the combined manifest as a snapshot (the
+    earlier combined snapshot stays valid until then), and only afterwards removes what no committed
+    manifest lists any more: parts an earlier combined manifest kept in the slice directories, and
+    ``slice-NNN`` directories of an earlier run that this run did not write. Returns a small summary
+    like the exports do.
     """
 
     template_fields: Sequence[str] = ("slices", "destination_conn_id")
@@ -147,13 +157,11 @@ class AuralytikCombineSlicesOperator(BaseOperator):
         register_asset_alias(self, asset_alias)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_auralytik.utils.writer import (
-            read_manifest,
-            remove_tree,
-            resolve_destination,
-            write_manifest,
-        )
+        from airflow_provider_auralytik.output.destination import list_names, remove_tree, resolve_destination
+        from airflow_provider_auralytik.output.reader import read_manifest
+        from airflow_provider_auralytik.output.snapshot import collect_garbage, commit_manifest, new_run_token
 
+        run_token = new_run_token()
         urls = [str(s["destination"]).rstrip("/") for s in self.slices]
         parents = {url.rsplit("/", 1)[0] for url in urls}
         if len(parents) != 1 or not all(url.rsplit("/", 1)[1].startswith(SLICE_PREFIX) for url in urls):
@@ -162,20 +170,21 @@ class AuralytikCombineSlicesOperator(BaseOperator):
                 "plan them with plan_window_slices()."
             )
         destination = resolve_destination(parents.pop(), self.destination_conn_id)
-        entries = []
+        entries: list[dict[str, Any]] = []
         for url in urls:
             name = url.rsplit("/", 1)[1]
             manifest = read_manifest(destination / name)
             if manifest is None:
-                raise FileNotFoundError(f"Slice {url} has no _manifest.json: its export did not finish.")
+                raise FileNotFoundError(f"Slice {url} has no {MANIFEST_NAME}: its export did not finish.")
             entries.append({"path": name, "manifest": manifest})
-        combined = combine_slice_manifests(entries)
+        combined = commit_manifest(destination, combine_slice_manifests(entries), run_token)
         current = {entry["path"] for entry in entries}
-        for child in destination.iterdir():
-            if child.name.startswith(SLICE_PREFIX) and child.name not in current:
-                self.log.info("Removing %s, a slice of an earlier run", child.name)
-                remove_tree(child)
-        write_manifest(destination, combined)
+        for child in sorted(list_names(destination)):
+            if child.startswith(SLICE_PREFIX) and child not in current:
+                self.log.info("Removing %s, a slice of an earlier run", child)
+                remove_tree(destination / child)
+        for slice_name in sorted(current):
+            collect_garbage(destination / slice_name)  # parts only the earlier combined manifest still listed
         summary = export_summary(storage_url(destination), combined, slices=len(entries))
         self.log.info("Combined %d slices of %s: %s", len(entries), combined["window"], summary)
         emit_asset_event(context, self.asset_alias, summary, combined["window"])

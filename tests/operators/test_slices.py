@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_auralytik.operators.export import AuralytikExportMessagesOperator
 from airflow_provider_auralytik.operators.slices import (
     AuralytikCombineSlicesOperator,
     combine_slice_manifests,
     plan_window_slices,
 )
-from airflow_provider_auralytik.utils.writer import iter_records, resolve_destination
+from airflow_provider_auralytik.output.destination import resolve_destination
+from airflow_provider_auralytik.output.reader import iter_records
 from tests.conftest import sandbox_connection
+from tests.output.checks import local_files, local_snapshot
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -69,13 +72,63 @@ def test_slices_that_do_not_tile_one_window_are_refused(second, match):
         combine_slice_manifests(entries)
 
 
-def test_plan_withdraws_the_previous_combined_manifest(tmp_path):
+def test_plan_keeps_the_previous_combined_snapshot(tmp_path):
     (tmp_path / "_manifest.json").write_text("{}")
     items = plan_window_slices("2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z", 3, destination=str(tmp_path))
-    assert not (tmp_path / "_manifest.json").exists()
+    assert (tmp_path / "_manifest.json").read_text() == "{}"  # valid until the next combine commits
     assert [i["destination"] for i in items] == [f"{tmp_path}/slice-{n:03d}" for n in range(3)]
     assert items[0]["date_from"] == "2026-03-02T00:00:00Z"
     assert items[-1]["date_to"] == "2026-03-03T00:00:00Z"
+
+
+@pytest.mark.parametrize(("destination", "match"), [("", "destination must be"), ("out/day", "relative path")])
+def test_plan_refuses_a_bad_destination(destination, match):
+    with pytest.raises(ValueError, match=match):
+        plan_window_slices("2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z", 3, destination=destination)
+
+
+def _slice_export(item, **kwargs):
+    return AuralytikExportMessagesOperator(task_id="export_slice", max_records_per_part=100, **item, **kwargs)
+
+
+def test_a_slice_rerun_keeps_the_combined_snapshot_valid_until_the_new_combine_commits(
+    make_sandbox, monkeypatch, tmp_path
+):
+    sandbox = make_sandbox(start="2026-03-01", days=3, per_day=60)
+    monkeypatch.setenv("AIRFLOW_CONN_AURALYTIK_DEFAULT", sandbox_connection(sandbox, backoff_base=0.01, max_retries=1))
+    day = tmp_path / "day"
+    items = plan_window_slices("2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z", 3, destination=str(day))
+    summaries = [_slice_export(item).execute(context={}) for item in items]
+    combine = AuralytikCombineSlicesOperator(task_id="combine", slices=summaries)
+    combine.execute(context={})
+    first = local_snapshot(day)
+    assert first is not None
+    before = local_files(day)
+    expected = list(iter_records(resolve_destination(str(day), None)))
+
+    # A slice rerun that fails (API down) and one that succeeds: the combined snapshot stays whole meanwhile.
+    sandbox.config.rate_5xx = 1.0
+    with pytest.raises(Exception, match="still failing"):
+        _slice_export(items[1]).execute(context={})
+    assert local_files(day) == before
+    sandbox.config.rate_5xx = 0.0
+    summaries[1] = _slice_export(items[1]).execute(context={})
+    assert local_snapshot(day) == first
+    assert list(iter_records(resolve_destination(str(day), None))) == expected
+    slice_manifest = local_snapshot(day / "slice-001")
+    assert slice_manifest is not None
+    assert slice_manifest["run_token"] != first["slices"][1]["run_token"]
+
+    # The new combine commits, then removes what only the earlier combined manifest listed.
+    AuralytikCombineSlicesOperator(task_id="combine", slices=summaries).execute(context={})
+    second = local_snapshot(day)
+    assert second is not None
+    assert second["slices"][1]["run_token"] == slice_manifest["run_token"]
+    assert list(iter_records(resolve_destination(str(day), None))) == expected
+    for n in range(3):
+        listed = {f["path"] for f in second["files"] if f["path"].startswith(f"slice-{n:03d}/")}
+        on_disk = {f"slice-{n:03d}/{p.name}" for p in (day / f"slice-{n:03d}").glob("part-*")}
+        assert on_disk == listed
 
 
 def test_combine_refuses_a_slice_without_manifest(tmp_path):

@@ -13,16 +13,20 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_auralytik.utils import writer as writer_mod
-from airflow_provider_auralytik.utils.writer import (
-    PartInfo,
-    PartWriter,
-    iter_records,
-    read_manifest,
-    resolve_destination,
-)
+from airflow_provider_auralytik.output import parts as parts_mod
+from airflow_provider_auralytik.output import snapshot as snapshot_mod
+from airflow_provider_auralytik.output.destination import resolve_destination
+from airflow_provider_auralytik.output.parts import PartInfo
+from airflow_provider_auralytik.output.reader import iter_records, read_manifest
+from airflow_provider_auralytik.output.writer import PartWriter
 
 MANIFEST = "_manifest.json"
+#: Run tokens in start order, so tests know every part name in advance.
+T1, T2, T3 = (f"20260315T0{h}0000.000000Z-0000000{h}" for h in (1, 2, 3))
+
+
+def pname(token: str, index: int, suffix: str = ".jsonl.gz") -> str:
+    return f"part-{token}-{index:05d}{suffix}"
 
 
 class Store:
@@ -76,8 +80,8 @@ def records(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"id": f"c{i:06d}", "n": i, "status": "completed", "tags": ["a", "b"]} for i in range(start, start + n)]
 
 
-def run(store: Store, recs: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
-    with PartWriter(store.dest, **kwargs) as w:
+def run(store: Store, recs: list[dict[str, Any]], token: str = T1, **kwargs: Any) -> dict[str, Any]:
+    with PartWriter(store.dest, run_token=token, **kwargs) as w:
         for r in recs:
             w.write(r)
         return w.commit({"kind": "test"})
@@ -95,7 +99,7 @@ def decode(data: bytes, gz: bool) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("compression", "suffix"), [("gzip", ".jsonl.gz"), (None, ".jsonl")])
 def test_parts_roll_at_cap_and_match_manifest(store: Store, compression: str | None, suffix: str) -> None:
     recs = records(25)
-    with PartWriter(store.dest, compression=compression, max_records_per_part=10) as w:
+    with PartWriter(store.dest, compression=compression, max_records_per_part=10, run_token=T1) as w:
         for r in recs:
             w.write(r)
         assert MANIFEST not in store.names()  # not before commit
@@ -104,13 +108,14 @@ def test_parts_roll_at_cap_and_match_manifest(store: Store, compression: str | N
         assert w.files == [PartInfo(**f) for f in manifest["files"]]
         assert w.bytes_written == sum(f["bytes"] for f in manifest["files"])
 
-    names = [f"part-{i:05d}{suffix}" for i in range(3)]
+    names = [pname(T1, i, suffix) for i in range(3)]
     assert store.names() == {*names, MANIFEST}
     assert [f["path"] for f in manifest["files"]] == names
     assert [f["rows"] for f in manifest["files"]] == [10, 10, 5]
     assert manifest["format"] == "jsonl"
     assert manifest["compression"] == compression
     assert manifest["window"] == {"from": "a", "to": "b"}
+    assert manifest["run_token"] == T1
 
     got: list[dict[str, Any]] = []
     for f in manifest["files"]:
@@ -133,23 +138,25 @@ def test_parts_roll_at_cap_and_match_manifest(store: Store, compression: str | N
 def test_exact_multiple_of_cap_gives_no_empty_trailing_part(store: Store) -> None:
     manifest = run(store, records(20), max_records_per_part=10)
     assert [f["rows"] for f in manifest["files"]] == [10, 10]
-    assert store.names() == {"part-00000.jsonl.gz", "part-00001.jsonl.gz", MANIFEST}
+    assert store.names() == {pname(T1, 0), pname(T1, 1), MANIFEST}
 
 
-def test_manifest_is_written_last(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    run(store, records(30), max_records_per_part=10)  # an earlier run with 3 parts
-    seen: list[set[str]] = []
-    original = writer_mod.PartWriter._write_manifest
+def test_manifest_is_the_commit_point_and_cleanup_comes_after(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = run(store, records(30), max_records_per_part=10)  # an earlier snapshot with 3 parts
+    seen: list[tuple[set[str], bytes]] = []
+    original = snapshot_mod.commit_manifest
 
-    def spy(self: PartWriter, payload: bytes) -> None:
-        seen.append(store.names())
-        original(self, payload)
+    def spy(destination: Any, manifest: dict[str, Any], run_token: str) -> dict[str, Any]:
+        seen.append((store.names(), store.read(MANIFEST)))
+        return original(destination, manifest, run_token)
 
-    monkeypatch.setattr(writer_mod.PartWriter, "_write_manifest", spy)
-    run(store, records(5), max_records_per_part=10)
-    # When the manifest is written: old manifest gone, stale parts gone, this run's part complete.
-    assert seen == [{"part-00000.jsonl.gz"}]
-    assert store.names() == {"part-00000.jsonl.gz", MANIFEST}
+    monkeypatch.setattr("airflow_provider_auralytik.output.writer.commit_manifest", spy)
+    run(store, records(5), T2, max_records_per_part=10)
+    # When the manifest is written: the earlier snapshot complete and untouched, this run's part complete.
+    names, manifest_then = seen[0]
+    assert names == {*(f["path"] for f in first["files"]), pname(T2, 0), MANIFEST}
+    assert json.loads(manifest_then)["run_token"] == T1
+    assert store.names() == {pname(T2, 0), MANIFEST}
 
 
 class Boom(Exception):
@@ -172,22 +179,24 @@ def test_exception_leaves_no_manifest_and_no_parts_of_this_run(store: Store) -> 
     store.put("README.txt", b"keep me")
     seen: list[set[str]] = []
     with pytest.raises(Boom, match="api down"):
-        failing_run(store, 25, seen, max_records_per_part=10)
-    assert {"part-00000.jsonl.gz", "part-00001.jsonl.gz"} <= seen[-1]  # closed parts were stored
+        failing_run(store, 25, seen, max_records_per_part=10, run_token=T1)
+    assert {pname(T1, 0), pname(T1, 1)} <= seen[-1]  # closed parts were stored
     assert store.names() == {"README.txt"}
-
-
-def test_failed_rerun_removes_previous_manifest(store: Store) -> None:
-    run(store, records(5))
-    assert MANIFEST in store.names()
-    seen: list[set[str]] = []
-    with pytest.raises(Boom):
-        failing_run(store, 1, seen)
-    assert MANIFEST not in seen[0]  # removed first, on __enter__
-    assert MANIFEST not in store.names()
-    assert read_manifest(store.dest) is None
     with pytest.raises(FileNotFoundError, match=r"_manifest\.json"):
         list(iter_records(store.dest))
+
+
+def test_failed_rerun_leaves_the_committed_snapshot_intact(store: Store) -> None:
+    first = run(store, records(25), max_records_per_part=10)
+    before = {name: store.read(name) for name in store.names()}
+    seen: list[set[str]] = []
+    with pytest.raises(Boom):
+        failing_run(store, 25, seen, max_records_per_part=10, run_token=T2)
+    assert seen[0] == set(before)  # nothing deleted on __enter__
+    assert {pname(T2, 0), pname(T2, 1)} <= seen[-1]
+    assert {name: store.read(name) for name in store.names()} == before  # byte for byte
+    assert read_manifest(store.dest) == first
+    assert list(iter_records(store.dest)) == records(25)
 
 
 def test_no_commit_means_no_output(store: Store) -> None:
@@ -202,26 +211,27 @@ def test_rerun_replaces_and_keeps_unrelated_files(store: Store) -> None:
     assert len(first["files"]) == 3
     store.put("README.txt", b"keep me")
     store.put("sub/part-00009.jsonl.gz", b"nested, not ours")
-    store.put("part-00007.jsonl", b"stale leftover written behind s3fs's back")
+    store.put("part-00007.jsonl", b"version 0.1 leftover written behind s3fs's back")
+    store.put(pname(T1, 7), b"a killed run's stray")
 
-    second = run(store, records(4, start=100), max_records_per_part=10)
-    assert [f["path"] for f in second["files"]] == ["part-00000.jsonl.gz"]
-    assert store.names() == {"part-00000.jsonl.gz", MANIFEST, "README.txt", "sub/part-00009.jsonl.gz"}
+    second = run(store, records(4, start=100), T2, max_records_per_part=10)
+    assert [f["path"] for f in second["files"]] == [pname(T2, 0)]
+    assert store.names() == {pname(T2, 0), MANIFEST, "README.txt", "sub/part-00009.jsonl.gz"}
     assert store.read("README.txt") == b"keep me"
     assert list(iter_records(store.dest)) == records(4, start=100)
 
 
 def test_rerun_with_other_compression_replaces(store: Store) -> None:
     run(store, records(3), compression="gzip")
-    manifest = run(store, records(3), compression=None)
-    assert store.names() == {"part-00000.jsonl", MANIFEST}
+    manifest = run(store, records(3), T2, compression=None)
+    assert store.names() == {pname(T2, 0, ".jsonl"), MANIFEST}
     assert manifest["compression"] is None
     assert list(iter_records(store.dest)) == records(3)
 
 
 def test_empty_run_writes_no_parts_and_an_empty_manifest(store: Store) -> None:
     run(store, records(12), max_records_per_part=5)
-    with PartWriter(store.dest) as w:
+    with PartWriter(store.dest, run_token=T2) as w:
         manifest = w.commit({"counts": {"conversations": 0}})
         assert w.records_written == 0
         assert w.bytes_written == 0
@@ -234,10 +244,14 @@ def test_empty_run_writes_no_parts_and_an_empty_manifest(store: Store) -> None:
 def test_reruns_are_byte_identical(store: Store) -> None:
     recs = records(50)
     first = run(store, recs, max_records_per_part=20)
-    bytes_first = {f["path"]: store.read(f["path"]) for f in first["files"]}
-    second = run(store, recs, max_records_per_part=20)
-    assert second["files"] == first["files"]
-    assert {f["path"]: store.read(f["path"]) for f in second["files"]} == bytes_first
+    bytes_first = [store.read(f["path"]) for f in first["files"]]
+    second = run(store, recs, T2, max_records_per_part=20)
+
+    def strip(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in f.items() if k != "path"} for f in files]
+
+    assert strip(second["files"]) == strip(first["files"])
+    assert [store.read(f["path"]) for f in second["files"]] == bytes_first
 
 
 def test_unicode_round_trip(store: Store) -> None:
@@ -259,14 +273,14 @@ def test_unicode_round_trip(store: Store) -> None:
 
 def test_iter_records_verifies_checksums(store: Store) -> None:
     run(store, records(5), compression=None)
-    store.put("part-00000.jsonl", b'{"id":"tampered"}\n')
+    store.put(pname(T1, 0, ".jsonl"), b'{"id":"tampered"}\n')
     with pytest.raises(ValueError, match="sha256"):
         list(iter_records(store.dest))
     assert list(iter_records(store.dest, verify=False)) == [{"id": "tampered"}]
 
 
 def test_writer_is_single_use_and_needs_the_with_block(store: Store) -> None:
-    w = PartWriter(store.dest)
+    w = PartWriter(store.dest, run_token=T1)
     with pytest.raises(RuntimeError, match="inside the `with` block"):
         w.write({"a": 1})
     with w:
@@ -294,19 +308,15 @@ def test_objects_written_behind_a_cached_listing_are_seen(s3_server: Any, tmp_pa
     store.put(MANIFEST, json.dumps({"files": [], "by": "other"}).encode())
     assert read_manifest(store.dest) == {"files": [], "by": "other"}
 
-    # A failed run must delete a manifest the cache does not know about.
+    # A commit must replace a manifest the cache does not know about (a conditional PUT on its ETag) ...
     s3_server.client.delete_object(Bucket=s3_server.bucket, Key=store._prefix + MANIFEST)
     assert fill_cache() == {"README.txt"}
     store.put(MANIFEST, json.dumps({"files": [], "by": "other"}).encode())
-    with pytest.raises(Boom):
-        failing_run(store, 2)
-    assert store.names() == {"README.txt"}
-
-    # A commit must delete stale parts the cache does not know about.
-    assert fill_cache() == {"README.txt"}
-    store.put("part-00002.jsonl.gz", b"stale")
-    run(store, records(1))
-    assert store.names() == {"README.txt", "part-00000.jsonl.gz", MANIFEST}
+    # ... and delete stale parts the cache does not know about.
+    store.put(pname(T1, 2), b"stale")
+    run(store, records(1), T2)
+    assert store.names() == {"README.txt", pname(T2, 0), MANIFEST}
+    assert read_manifest(store.dest)["run_token"] == T2  # type: ignore[index]  # committed just above
 
 
 def test_same_bytes_on_local_and_s3(tmp_path: Path, s3_server: Any) -> None:
@@ -322,7 +332,7 @@ def test_same_bytes_on_local_and_s3(tmp_path: Path, s3_server: Any) -> None:
 def test_manifest_keeps_caller_keys_and_serialises_datetimes(tmp_path: Path) -> None:
     dest = resolve_destination(str(tmp_path / "m"), None)
     start = datetime(2024, 1, 15, tzinfo=timezone.utc)
-    with PartWriter(dest) as w:
+    with PartWriter(dest, run_token=T1) as w:
         w.write({"id": 1})
         manifest = w.commit({"started_at": start, "files": "ignored", "api_host": "https://x/v1"})
     assert manifest["started_at"] == start  # returned as given
@@ -331,7 +341,7 @@ def test_manifest_keeps_caller_keys_and_serialises_datetimes(tmp_path: Path) -> 
     assert stored["started_at"] == "2024-01-15T00:00:00+00:00"
     assert stored["files"] == manifest["files"] != "ignored"
     assert stored["api_host"] == "https://x/v1"
-    assert not (tmp_path / "m" / "_manifest.json.tmp").exists()
+    assert sorted(os.listdir(tmp_path / "m")) == [MANIFEST, pname(T1, 0)]  # no temporary file left
 
 
 def test_unserialisable_manifest_fails_before_publishing(tmp_path: Path) -> None:
@@ -351,50 +361,16 @@ def test_unserialisable_manifest_fails_before_publishing(tmp_path: Path) -> None
     ("kwargs", "match"),
     [
         ({"compression": "zstd"}, "compression"),
-        ({"max_records_per_part": 0}, ">= 1"),
-        ({"max_records_per_part": 1.5}, "int"),
+        ({"max_records_per_part": 0}, "max_records_per_part must be a positive integer"),
+        ({"max_records_per_part": 1.5}, "max_records_per_part must be a positive integer"),
+        ({"max_records_per_part": True}, "max_records_per_part must be a positive integer"),
+        ({"row_group_size": 0}, "row_group_size must be a positive integer"),
+        ({"run_token": "today"}, "run_token must look like"),
     ],
 )
 def test_invalid_arguments(tmp_path: Path, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PartWriter(resolve_destination(str(tmp_path), None), **kwargs)
-
-
-def conn_id_of(path: Any) -> str | None:
-    """The connection of an ObjectStoragePath (Airflow 3.0 keeps it only in storage_options)."""
-    return getattr(path, "conn_id", None) or path.storage_options.get("conn_id")
-
-
-def test_resolve_destination_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    rel = resolve_destination("exports/day 1", "ignored_conn")
-    assert (tmp_path / "exports" / "day 1").is_dir()
-    assert rel.protocol == "file"
-    assert rel.path == str(tmp_path / "exports" / "day 1")
-    assert conn_id_of(rel) is None
-
-    absolute = resolve_destination(f"  {tmp_path / 'abs'}\n", None)
-    assert absolute.path == str(tmp_path / "abs")
-    assert (tmp_path / "abs").is_dir()
-
-    url = resolve_destination(f"file://{tmp_path / 'url'}", None)
-    assert url.protocol == "file"
-    assert (tmp_path / "url").is_dir()
-
-
-@pytest.mark.parametrize("bad", ["", "   ", None])
-def test_resolve_destination_rejects_empty(bad: Any) -> None:
-    with pytest.raises(ValueError, match="non-empty"):
-        resolve_destination(bad, None)
-
-
-def test_resolve_destination_s3_uses_the_connection(s3_server: Any) -> None:
-    dest = resolve_destination(s3_server.url("resolve/x"), s3_server.conn_id)
-    assert dest.protocol == "s3"
-    assert conn_id_of(dest) == s3_server.conn_id
-    assert dest.fs.s3.meta.endpoint_url == s3_server.endpoint_url  # moto, via the Airflow connection
-    dest.joinpath("probe.txt").write_bytes(b"hi")
-    assert s3_server.get("resolve/x/probe.txt") == b"hi"
 
 
 def test_many_small_records_stream(tmp_path: Path) -> None:
@@ -404,7 +380,7 @@ def test_many_small_records_stream(tmp_path: Path) -> None:
     with PartWriter(dest, max_records_per_part=40_000) as w:
         for _ in range(100_000):
             w.write(rec)
-            assert w._pending_bytes < writer_mod._WRITE_CHUNK
+            assert w._pending_bytes < parts_mod.WRITE_CHUNK
         manifest = w.commit({})
     assert [f["rows"] for f in manifest["files"]] == [40_000, 40_000, 20_000]
     assert sum(1 for _ in iter_records(dest)) == 100_000
@@ -412,7 +388,7 @@ def test_many_small_records_stream(tmp_path: Path) -> None:
 
 def test_failure_while_closing_a_part_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dest = resolve_destination(str(tmp_path / "c"), None)
-    original = writer_mod._OpenPart.close
+    original = parts_mod.JsonLinesPart.close
     calls: list[str] = []
 
     def flaky_close(self: Any) -> PartInfo:
@@ -421,9 +397,9 @@ def test_failure_while_closing_a_part_cleans_up(tmp_path: Path, monkeypatch: pyt
             raise OSError("upload failed")
         return original(self)
 
-    monkeypatch.setattr(writer_mod._OpenPart, "close", flaky_close)
+    monkeypatch.setattr(parts_mod.JsonLinesPart, "close", flaky_close)
     with pytest.raises(OSError, match="upload failed"):
         run(Store("local", str(tmp_path / "c"), None, tmp_path), records(25), max_records_per_part=10)
-    assert calls == ["part-00000.jsonl.gz", "part-00001.jsonl.gz"]
+    assert calls == [pname(T1, 0), pname(T1, 1)]
     assert os.listdir(tmp_path / "c") == []
     assert read_manifest(dest) is None

@@ -22,7 +22,10 @@ from airflow_provider_auralytik.operators.export import (
     AuralytikExportConversationsOperator,
     AuralytikExportMessagesOperator,
 )
-from airflow_provider_auralytik.utils import writer as writer_mod
+from airflow_provider_auralytik.output import parts as parts_mod
+from airflow_provider_auralytik.output.destination import resolve_destination
+from airflow_provider_auralytik.output.reader import iter_records, read_manifest
+from airflow_provider_auralytik.output.writer import PartWriter
 from airflow_provider_auralytik.utils.schemas import (
     CONVERSATIONS,
     MESSAGES,
@@ -32,14 +35,8 @@ from airflow_provider_auralytik.utils.schemas import (
     get_schema,
     records_from_batch,
 )
-from airflow_provider_auralytik.utils.writer import (
-    PartWriter,
-    iter_records,
-    read_manifest,
-    resolve_destination,
-)
 from tests.conftest import sandbox_connection
-from tests.utils.test_writer import Store
+from tests.output.test_writer import T1, T2, Store, pname
 
 MANIFEST = "_manifest.json"
 FIXED_CONVERSATION_FIELDS = [c.name for c in CONVERSATIONS.columns]
@@ -92,9 +89,9 @@ def message(i: int) -> dict[str, Any]:
     }
 
 
-def run(store: Store, recs: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+def run(store: Store, recs: list[dict[str, Any]], token: str = T1, **kwargs: Any) -> dict[str, Any]:
     kwargs = {"file_format": "parquet", "schema": CONVERSATIONS, **kwargs}
-    with PartWriter(store.dest, **kwargs) as w:
+    with PartWriter(store.dest, run_token=token, **kwargs) as w:
         for r in recs:
             w.write(r)
         return w.commit({"kind": "test"})
@@ -114,7 +111,7 @@ def parquet_file(store: Store, name: str) -> Any:
 def test_parquet_parts_roll_and_match_the_manifest(store: Store) -> None:
     recs = conversations(25)
     with PartWriter(
-        store.dest, file_format="parquet", schema=CONVERSATIONS, max_records_per_part=10, row_group_size=4
+        store.dest, file_format="parquet", schema=CONVERSATIONS, max_records_per_part=10, row_group_size=4, run_token=T1
     ) as w:
         for r in recs:
             w.write(r)
@@ -123,7 +120,7 @@ def test_parquet_parts_roll_and_match_the_manifest(store: Store) -> None:
         assert w.records_written == 25
         assert w.bytes_written == sum(f["bytes"] for f in manifest["files"])
 
-    names = [f"part-{i:05d}.parquet" for i in range(3)]
+    names = [pname(T1, i, ".parquet") for i in range(3)]
     assert store.names() == {*names, MANIFEST}
     assert [f["path"] for f in manifest["files"]] == names
     assert [f["rows"] for f in manifest["files"]] == [10, 10, 5]
@@ -164,8 +161,8 @@ def test_parquet_parts_roll_and_match_the_manifest(store: Store) -> None:
 def test_compression_selects_the_parquet_codec(tmp_path: Path, compression: str | None, codec: str) -> None:
     manifest = local_run(tmp_path / "c", conversations(30), compression=compression)
     assert manifest["compression"] == compression
-    assert [f["path"] for f in manifest["files"]] == ["part-00000.parquet"]  # no .gz suffix for parquet
-    meta = pq.ParquetFile(tmp_path / "c" / "part-00000.parquet").metadata
+    assert [f["path"] for f in manifest["files"]] == [pname(T1, 0, ".parquet")]  # no .gz suffix for parquet
+    meta = pq.ParquetFile(tmp_path / "c" / pname(T1, 0, ".parquet")).metadata
     assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {codec}
     assert list(iter_records(resolve_destination(str(tmp_path / "c"), None))) == conversations(30)
 
@@ -173,12 +170,12 @@ def test_compression_selects_the_parquet_codec(tmp_path: Path, compression: str 
 def test_exact_multiple_of_cap_gives_no_empty_trailing_part(store: Store) -> None:
     manifest = run(store, conversations(20), max_records_per_part=10)
     assert [f["rows"] for f in manifest["files"]] == [10, 10]
-    assert store.names() == {"part-00000.parquet", "part-00001.parquet", MANIFEST}
+    assert store.names() == {pname(T1, 0, ".parquet"), pname(T1, 1, ".parquet"), MANIFEST}
 
 
 def test_empty_run_writes_no_parts_and_an_empty_manifest(store: Store) -> None:
     run(store, conversations(12), max_records_per_part=5)
-    manifest = run(store, [])
+    manifest = run(store, [], T2)
     assert manifest["files"] == []
     assert manifest["format"] == "parquet"
     assert manifest["schema"] == CONVERSATIONS.describe()
@@ -191,33 +188,40 @@ def test_rerun_in_the_other_format_replaces_every_part(store: Store, first: str,
     run(store, conversations(30), file_format=first, max_records_per_part=10)
     assert len(store.names()) == 4
     store.put("README.txt", b"keep me")
-    manifest = run(store, conversations(5, start=100), file_format=second)
-    part = "part-00000.parquet" if second == "parquet" else "part-00000.jsonl.gz"
+    manifest = run(store, conversations(5, start=100), T2, file_format=second)
+    part = pname(T2, 0, ".parquet" if second == "parquet" else ".jsonl.gz")
     assert store.names() == {part, MANIFEST, "README.txt"}
     assert manifest["format"] == second
     assert ("schema" in manifest) is (second == "parquet")
     assert list(iter_records(store.dest)) == conversations(5, start=100)
 
 
-def test_stale_parts_of_either_suffix_are_listed(tmp_path: Path) -> None:
-    for name in ("part-00000.parquet", "part-00001.jsonl", "part-00002.jsonl.gz", "notes.txt", MANIFEST):
+def test_stale_parts_of_either_suffix_and_version_0_1_names_are_collected(tmp_path: Path) -> None:
+    names = ["part-00000.parquet", "part-00001.jsonl", "part-00002.jsonl.gz", pname(T1, 0, ".parquet")]
+    for name in [*names, "notes.txt"]:
         (tmp_path / name).write_bytes(b"x")
-    w = PartWriter(resolve_destination(str(tmp_path), None), file_format="parquet", schema=CONVERSATIONS)
-    assert w._list_parts() == {"part-00000.parquet", "part-00001.jsonl", "part-00002.jsonl.gz"}
+    manifest = local_run(tmp_path, conversations(2), token=T2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MANIFEST, "notes.txt", manifest["files"][0]["path"]])
 
 
 class Boom(Exception):
     pass
 
 
-def test_failure_leaves_no_manifest_and_no_parts(store: Store) -> None:
+def test_failure_leaves_the_committed_snapshot_and_no_parts_of_its_own(store: Store) -> None:
     run(store, conversations(30), file_format="jsonl", max_records_per_part=10)  # an earlier, committed run
     store.put("README.txt", b"keep me")
+    before = {name: store.read(name) for name in store.names()}
     seen: list[set[str]] = []
 
     def failing_run() -> None:
         with PartWriter(
-            store.dest, file_format="parquet", schema=CONVERSATIONS, max_records_per_part=10, row_group_size=3
+            store.dest,
+            file_format="parquet",
+            schema=CONVERSATIONS,
+            max_records_per_part=10,
+            row_group_size=3,
+            run_token=T2,
         ) as w:
             seen.append(store.names())
             for r in conversations(25):
@@ -227,14 +231,14 @@ def test_failure_leaves_no_manifest_and_no_parts(store: Store) -> None:
 
     with pytest.raises(Boom, match="api down"):
         failing_run()
-    assert MANIFEST not in seen[0]  # removed first, on __enter__
-    assert {"part-00000.parquet", "part-00001.parquet"} <= seen[1]
-    assert store.names() == {"README.txt"}
-    assert read_manifest(store.dest) is None
+    assert seen[0] == set(before)  # nothing deleted on __enter__
+    assert {pname(T2, 0, ".parquet"), pname(T2, 1, ".parquet")} <= seen[1]
+    assert {name: store.read(name) for name in store.names()} == before
+    assert list(iter_records(store.dest)) == conversations(30)
 
 
 def test_failure_while_closing_a_parquet_part_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = writer_mod._ParquetPart.close
+    original = parts_mod.ParquetPart.close
     calls: list[str] = []
 
     def flaky_close(self: Any) -> Any:
@@ -243,10 +247,10 @@ def test_failure_while_closing_a_parquet_part_cleans_up(tmp_path: Path, monkeypa
             raise OSError("upload failed")
         return original(self)
 
-    monkeypatch.setattr(writer_mod._ParquetPart, "close", flaky_close)
+    monkeypatch.setattr(parts_mod.ParquetPart, "close", flaky_close)
     with pytest.raises(OSError, match="upload failed"):
         local_run(tmp_path / "c", conversations(25), max_records_per_part=10)
-    assert calls == ["part-00000.parquet", "part-00001.parquet"]
+    assert calls == [pname(T1, 0, ".parquet"), pname(T1, 1, ".parquet")]
     assert list((tmp_path / "c").iterdir()) == []
 
 
@@ -272,10 +276,14 @@ def test_reruns_are_byte_identical_and_the_same_on_local_and_s3(tmp_path: Path, 
     local = Store("local", str(tmp_path / "a"), None, tmp_path)
     remote = Store("s3", s3_server.url(f"same/{uuid.uuid4().hex}"), s3_server.conn_id, tmp_path, s3_server)
     first = run(local, recs, max_records_per_part=20, row_group_size=7)
-    stored = {f["path"]: local.read(f["path"]) for f in first["files"]}
-    second = run(local, recs, max_records_per_part=20, row_group_size=7)
-    assert second["files"] == first["files"]
-    assert {f["path"]: local.read(f["path"]) for f in second["files"]} == stored
+    stored = [local.read(f["path"]) for f in first["files"]]
+    second = run(local, recs, T2, max_records_per_part=20, row_group_size=7)
+    assert [f["path"] for f in second["files"]] == [
+        pname(T2, 0, ".parquet"),
+        pname(T2, 1, ".parquet"),
+        pname(T2, 2, ".parquet"),
+    ]
+    assert [local.read(f["path"]) for f in second["files"]] == stored
     assert run(remote, recs, max_records_per_part=20, row_group_size=7)["files"] == first["files"]
 
 
@@ -294,7 +302,7 @@ def test_schema_is_the_same_whatever_the_days_data(tmp_path: Path) -> None:
     m1 = local_run(tmp_path / "day=2024-01-14", day1)
     m2 = local_run(tmp_path / "day=2024-01-15", day2)
     assert m1["schema"] == m2["schema"]
-    f1, f2 = tmp_path / "day=2024-01-14" / "part-00000.parquet", tmp_path / "day=2024-01-15" / "part-00000.parquet"
+    f1, f2 = (tmp_path / day / m["files"][0]["path"] for day, m in (("day=2024-01-14", m1), ("day=2024-01-15", m2)))
     s1, s2 = pq.read_schema(f1), pq.read_schema(f2)
     assert s1.equals(s2, check_metadata=True)
     assert s1.equals(CONVERSATIONS.arrow_schema(), check_metadata=True)
@@ -375,7 +383,7 @@ def test_values_that_do_not_fit_their_column_are_kept_in_extra(tmp_path: Path) -
         conversation(6) | {"extra": {"a": 1}, "": "empty key", "nested": {"z": 1, "a": [None, True]}},
     ]
     local_run(tmp_path / "c", odd)
-    rows = pq.read_table(tmp_path / "c" / "part-00000.parquet").to_pylist()
+    rows = pq.read_table(tmp_path / "c" / pname(T1, 0, ".parquet")).to_pylist()
 
     bad = rows[0]
     assert {k: v for k, v in bad.items() if v is not None} == {"status": "completed", "extra": bad["extra"]}
@@ -459,7 +467,7 @@ def test_round_trip_of_messages(tmp_path: Path) -> None:
     recs[4] = recs[4] | {"timestamp": None}
     manifest = local_run(tmp_path / "m", recs, schema=MESSAGES, max_records_per_part=15)
     assert manifest["schema"]["name"] == "messages"
-    table = pq.read_table(tmp_path / "m" / "part-00000.parquet")
+    table = pq.read_table(tmp_path / "m" / pname(T1, 0, ".parquet"))
     assert table.schema.equals(MESSAGES.arrow_schema(), check_metadata=True)
     assert table.column("extra").to_pylist()[3] == '{"attachments":[{"type":"image"}]}'
     assert list(iter_records(resolve_destination(str(tmp_path / "m"), None))) == recs
@@ -476,7 +484,8 @@ def test_iter_records_verifies_parquet_parts_before_yielding(tmp_path: Path) -> 
     dest = tmp_path / "c"
     local_run(dest, conversations(5))
     local_run(tmp_path / "other", conversations(3, start=50))
-    (dest / "part-00000.parquet").write_bytes((tmp_path / "other" / "part-00000.parquet").read_bytes())
+    name = pname(T1, 0, ".parquet")
+    (dest / name).write_bytes((tmp_path / "other" / name).read_bytes())
     got: list[dict[str, Any]] = []
     with pytest.raises(ValueError, match="sha256"):
         got.extend(iter_records(resolve_destination(str(dest), None)))
@@ -494,8 +503,14 @@ def test_iter_records_verifies_parquet_parts_before_yielding(tmp_path: Path) -> 
         ({"file_format": "parquet"}, "needs schema"),
         ({"file_format": "parquet", "schema": "conversations"}, "needs schema"),
         ({"file_format": "parquet", "schema": CONVERSATIONS, "compression": "brotli"}, "compression"),
-        ({"file_format": "parquet", "schema": CONVERSATIONS, "row_group_size": 0}, "row_group_size must be >= 1"),
-        ({"file_format": "parquet", "schema": CONVERSATIONS, "row_group_size": 1.5}, "row_group_size must be an int"),
+        (
+            {"file_format": "parquet", "schema": CONVERSATIONS, "row_group_size": 0},
+            "row_group_size must be a positive integer",
+        ),
+        (
+            {"file_format": "parquet", "schema": CONVERSATIONS, "row_group_size": 1.5},
+            "row_group_size must be a positive integer",
+        ),
         ({"compression": "snappy"}, "compression for jsonl"),
         ({"compression": "zstd", "schema": CONVERSATIONS}, "compression for jsonl"),
     ],
@@ -524,11 +539,24 @@ def test_missing_pyarrow_names_the_extra_and_touches_nothing(tmp_path: Path, mon
     assert list(iter_records(dest)) == conversations(3)  # JSON Lines needs no pyarrow
 
 
+def test_an_export_operator_refuses_parquet_without_pyarrow_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(
+        ImportError, match=r'needs pyarrow, which is not installed: pip install "airflow-provider-auralytik\[parquet\]"'
+    ):
+        AuralytikExportMessagesOperator(task_id="m", destination=str(tmp_path), file_format="parquet")
+
+
 def test_importing_the_writer_schemas_and_operators_does_not_import_pyarrow() -> None:
     code = (
         "import sys\n"
         "import airflow_provider_auralytik.utils.writer, airflow_provider_auralytik.utils.schemas\n"
+        "import airflow_provider_auralytik.output.writer, airflow_provider_auralytik.output.reader\n"
         "import airflow_provider_auralytik.operators.export\n"
+        "airflow_provider_auralytik.operators.export.AuralytikExportConversationsOperator(\n"
+        "    task_id='c', destination='/tmp/x', file_format='parquet')\n"
         "from airflow_provider_auralytik.utils.schemas import CONVERSATIONS\n"
         "CONVERSATIONS.describe(); b = CONVERSATIONS.buffer(); b.append({'id': 'x', 'createdAt': 'now'})\n"
         "assert 'pyarrow' not in sys.modules, 'pyarrow imported'\n"
@@ -566,7 +594,7 @@ def test_memory_stays_bounded_for_300k_records(tmp_path: Path) -> None:
     arrow_growth = max(arrow for _, arrow in samples[5:]) - base_arrow
     assert rss_growth < 60 * 2**20, f"RSS grew {rss_growth / 2**20:.1f} MiB while writing 300k records"
     assert arrow_growth < 32 * 2**20, f"Arrow memory grew {arrow_growth / 2**20:.1f} MiB"
-    assert pq.ParquetFile(tmp_path / "big" / "part-00002.parquet").metadata.num_row_groups == 10
+    assert pq.ParquetFile(tmp_path / "big" / manifest["files"][2]["path"]).metadata.num_row_groups == 10
 
 
 def test_format_timestamp() -> None:
@@ -592,13 +620,15 @@ def test_conversations_operator_writes_parquet(api: Any, tmp_path: Path) -> None
     summary = AuralytikExportConversationsOperator(
         task_id="c", destination=str(tmp_path), date_from=DAY, date_to=NEXT, file_format="parquet"
     ).execute(context={})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["_manifest.json", "part-00000.parquet"]
     manifest = json.loads((tmp_path / "_manifest.json").read_text())
+    part = manifest["files"][0]["path"]
+    assert part == f"part-{manifest['run_token']}-00000.parquet"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_manifest.json", part]
     assert (manifest["format"], manifest["compression"]) == ("parquet", "gzip")  # Parquet's gzip by default
     assert manifest["schema"] == CONVERSATIONS.describe()
     assert manifest["counts"] == {"conversations": 120} == {"conversations": summary["conversations"]}
 
-    table = pq.read_table(tmp_path / "part-00000.parquet")
+    table = pq.read_table(tmp_path / part)
     assert table.schema.equals(CONVERSATIONS.arrow_schema(), check_metadata=True)
     assert table.column("extra").null_count < 120  # the sandbox sends some unknown fields
     rows = list(iter_records(resolve_destination(str(tmp_path), None)))
@@ -627,7 +657,8 @@ def test_messages_operator_writes_parquet(api: Any, tmp_path: Path) -> None:
     ]
     assert len(manifest["files"]) == math.ceil(len(expected) / 1000)
     assert list(iter_records(resolve_destination(str(tmp_path), None))) == expected
-    assert pq.read_table(tmp_path / "part-00000.parquet").column("extra").null_count == 1000  # no unknown fields
+    first = tmp_path / manifest["files"][0]["path"]
+    assert pq.read_table(first).column("extra").null_count == 1000  # no unknown fields
 
 
 def test_operator_rerun_switches_format_on_s3(api: Any, s3_server: Any) -> None:
@@ -647,7 +678,9 @@ def test_operator_rerun_switches_format_on_s3(api: Any, s3_server: Any) -> None:
     export()
     assert len(s3_server.keys(prefix)) == 4  # 3 .jsonl.gz parts + manifest
     export(file_format="parquet")
-    assert s3_server.keys(prefix) == [f"{prefix}/_manifest.json"] + [f"{prefix}/part-0000{i}.parquet" for i in range(3)]
+    token = json.loads(s3_server.get(f"{prefix}/_manifest.json"))["run_token"]
+    parts = [f"{prefix}/part-{token}-0000{i}.parquet" for i in range(3)]
+    assert s3_server.keys(prefix) == [f"{prefix}/_manifest.json", *parts]
     dest = resolve_destination(s3_server.url(prefix), s3_server.conn_id)
     assert sorted(r["id"] for r in iter_records(dest)) == sorted(api.conversations_in(DAY, NEXT))
 
