@@ -18,6 +18,7 @@ import pytest
 import requests_mock
 
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
+from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES, reported_count
 from airflow_provider_auralytik.utils.completion import (
     COMPLETED,
     Check,
@@ -31,15 +32,13 @@ from airflow_provider_auralytik.utils.completion import (
     run_async,
     run_sync,
 )
-from airflow_provider_auralytik.utils.listing import ConversationFilters
+from airflow_provider_auralytik.utils.listing import ConversationFilters, CrowdedInstantError
 from airflow_provider_auralytik.utils.window import DateWindow, EmptyWindowError, format_instant, parse_instant
 
 UTC = timezone.utc
 START = datetime(2024, 1, 15, tzinfo=UTC)
 END = datetime(2024, 1, 16, tzinfo=UTC)
 WINDOW = DateWindow(START, END)
-#: Long after the window: its one-second margins lie in the past.
-LATER = datetime(2024, 2, 1, tzinfo=UTC)
 NO_FILTERS = ConversationFilters()
 BASE = "https://api.test/v1"
 KEY = "completion-test-key"
@@ -71,6 +70,8 @@ class FakeApi:
     conversations: list[dict[str, Any]]
     from_inclusive: bool = True
     to_inclusive: bool = True
+    #: What ``totalCount`` says (the sandbox's modes): the truth or a lie.
+    count_mode: str = "honest"
     calls: list[PageCall | ConversationCall] = field(default_factory=list)
 
     def page(
@@ -103,13 +104,10 @@ class FakeApi:
             (c for c in self.conversations if keep(c)),
             key=lambda c: (-parse_instant(c["createdAt"]).timestamp(), c["id"]),
         )
-        first = (page - 1) * page_size
-        return {
-            "data": matched[first : first + page_size],
-            "page": page,
-            "pageSize": page_size,
-            "totalCount": len(matched),
-        }
+        assert page == 1, "a window is never paged by number"
+        data = matched[:page_size]
+        total = reported_count(self.count_mode, len(matched), len(data), None)
+        return {"data": data, "page": page, "pageSize": page_size, "totalCount": total}
 
     def answer(self, call: PageCall | ConversationCall) -> dict[str, Any]:
         self.calls.append(call)
@@ -143,8 +141,8 @@ class FakeApi:
         next(c for c in self.conversations if c["id"] == cid)["status"] = status
 
 
-def window_check(memory: CompletionMemory, now: datetime = LATER, filters: ConversationFilters = NO_FILTERS) -> Check:
-    return check_window(WINDOW, filters, memory, now=now)
+def window_check(memory: CompletionMemory, filters: ConversationFilters = NO_FILTERS) -> Check:
+    return check_window(WINDOW, filters, memory)
 
 
 # Every combination of the server's unpublished boundary rules.
@@ -165,6 +163,7 @@ BOUNDS_RULES = pytest.mark.parametrize(
     [
         (Completion(pending=37, total=412, requests=2), "37 of 412 conversations not completed yet."),
         (Completion(pending=3, total=None, requests=2), "3 conversations not completed yet."),
+        (Completion(pending=3, total=None, requests=1, at_least=True), "At least 3 conversations not completed yet."),
         (Completion(pending=0, total=412, requests=2), "All 412 conversations are completed."),
         (Completion(pending=0, total=None, requests=2), "All conversations are completed."),
         (Completion(pending=0, total=0, requests=1), "All 0 conversations are completed."),
@@ -222,121 +221,87 @@ def test_small_window_empty_is_done() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# check_window: large windows cost a few requests whatever their size
+# check_window: large windows. "Not done" is proven from data, cheaply; "done" only after an exact
+# listing, whatever totalCount says.
 # ---------------------------------------------------------------------------------------------
 
 
-def test_large_window_all_completed_costs_two_requests() -> None:
+def test_pending_on_the_first_page_is_not_done_in_one_request() -> None:
+    inside = spread("c", 412)
+    for c in inside[-5:]:  # the newest: on the first page of a newest-first listing
+        c["status"] = "active"
+    completion = FakeApi(inside).run(window_check(CompletionMemory()))
+    assert (completion.done, completion.pending, completion.at_least, completion.requests) == (False, 5, True, 1)
+    assert completion.describe() == "At least 5 conversations not completed yet."
+
+
+def test_pending_off_the_first_page_is_found_by_a_status_page() -> None:
+    api = FakeApi(spread("c", 412, pending=37))  # the oldest are active: not on the first page
+    completion = api.run(window_check(CompletionMemory()))
+    assert (completion.done, completion.requests) == (False, 2)
+    probe = api.calls[1]
+    assert isinstance(probe, PageCall)
+    assert (probe.query["status"], probe.query["page_size"]) == ("active", 100)
+
+
+def test_all_completed_is_verified_by_an_exact_listing() -> None:
     api = FakeApi(spread("c", 412))
     completion = api.run(window_check(CompletionMemory()))
-
-    assert completion.done
-    assert completion.requests == 2
-    first, count = api.calls
-    assert isinstance(first, PageCall)
-    assert isinstance(count, PageCall)
-    assert first.query["status"] is None
-    assert first.query["page_size"] == 100
-    # The second request only counts the completed ones: one item is enough.
-    assert count.query["status"] == COMPLETED
-    assert count.query["page_size"] == 1
-    assert (count.query["date_from"], count.query["date_to"]) == ("2024-01-14T23:59:59Z", "2024-01-16T00:00:01Z")
+    assert (completion.done, completion.total) == (True, 412)
+    assert 2 + 412 / 100 < completion.requests <= 2 + 2 * (412 / 75 + 1)
+    assert all(isinstance(c, PageCall) and c.query["page"] == 1 for c in api.calls)
 
 
-def test_large_window_waiting_looks_at_the_margins_once_then_costs_two_requests() -> None:
-    margins = [
-        conv("m_end", END, "active"),  # outside, not completed: must not be counted as pending
-        conv("m_start", START - timedelta(milliseconds=300)),
-    ]
-    api = FakeApi([*spread("c", 412, pending=37), *margins])
+@pytest.mark.parametrize("count_mode", TOTAL_COUNT_MODES)
+def test_never_fooled_into_done_whatever_the_count_says(count_mode: str) -> None:
+    # Three conversations of a status never seen before, the oldest of the window: neither the first
+    # page nor the status pages show them; only the exact listing does.
+    inside = spread("c", 412)
+    for c in inside[:3]:
+        c["status"] = "escalated"
+    api = FakeApi(inside, count_mode=count_mode)
     memory = CompletionMemory()
-
     first = api.run(window_check(memory))
-    assert (first.pending, first.total, first.done) == (37, 412, False)
-    assert first.describe() == "37 of 412 conversations not completed yet."
-    assert first.requests <= 4
-    margin_bounds = [(c.query["date_from"], c.query["date_to"]) for c in api.calls[2:] if isinstance(c, PageCall)]
-    assert len(margin_bounds) == 2
-    # The margins looked at cover exactly what the widened query adds around the window.
-    assert margin_bounds[0] == ("2024-01-14T23:59:59Z", "2024-01-15T00:00:00Z")
-    assert parse_instant(margin_bounds[1][0]) <= END
-    assert margin_bounds[1][1] == "2024-01-16T00:00:01Z"
-    assert (memory.margin_pending, memory.margin_total) == (1, 2)
-
-    for _ in range(3):
-        later = api.run(window_check(memory))
-        assert (later.pending, later.total, later.requests) == (37, 412, 2)
-
-    for cid in [c["id"] for c in api.conversations if c["id"].startswith("c")][:37]:
-        api.set_status(cid, COMPLETED)
-    done = api.run(window_check(memory))
-    # All completed inside; the active one at date_to is outside: done. The margin is looked at
-    # again before saying so (it might have changed since it was remembered).
-    assert done.done
-    assert done.total == 412
-    assert done.requests <= 4
-
-
-def test_margins_in_the_future_are_not_remembered() -> None:
-    api = FakeApi([*spread("c", 412, pending=5), conv("m_end", END, "active")])
-    memory = CompletionMemory()
-    just_after_end = END + timedelta(milliseconds=500)  # date_to + 1 s is still ahead
-    for _ in range(2):
-        completion = api.run(window_check(memory, now=just_after_end))
-        assert (completion.pending, completion.total) == (5, 412)
-        assert completion.requests == 4
-        assert memory.margin_pending is None
-        assert memory.margin_total is None
-
-
-@BOUNDS_RULES
-def test_not_completed_exactly_at_date_to_does_not_block(from_inclusive: bool, to_inclusive: bool) -> None:
-    api = FakeApi([*spread("c", 412), conv("at_end", END, "active")], from_inclusive, to_inclusive)
-    memory = CompletionMemory()
-    for _ in range(3):  # and again with what was remembered
-        completion = api.run(window_check(memory))
-        assert completion.done, completion.describe()
-        assert completion.total == 412
-        assert completion.requests <= 4
-
-
-@BOUNDS_RULES
-def test_not_completed_exactly_at_date_from_blocks(from_inclusive: bool, to_inclusive: bool) -> None:
-    api = FakeApi([*spread("c", 412), conv("at_start", START, "active")], from_inclusive, to_inclusive)
-    memory = CompletionMemory()
-    for _ in range(3):
-        completion = api.run(window_check(memory))
-        assert not completion.done
-        assert (completion.pending, completion.total) == (1, 413)
-        assert completion.requests <= 4
-
-
-def test_remembered_margin_is_checked_again_before_done() -> None:
-    """A remembered pending margin conversation that completes must not hide one still pending inside."""
-    inside = conv("inside", START + timedelta(hours=5), "active")
-    api = FakeApi([*spread("c", 200), inside, conv("at_end", END, "active")])
-    memory = CompletionMemory()
-    assert api.run(window_check(memory)).pending == 1
-    assert memory.margin_pending == 1
-
-    api.set_status("at_end", COMPLETED)  # the outside one completes, the inside one does not
-    completion = api.run(window_check(memory))
-    assert not completion.done
-    assert completion.pending == 1
-
-    api.set_status("inside", COMPLETED)
+    assert (first.done, first.pending, first.total) == (False, 3, 412)
+    assert sorted(first.examples) == ["c00000", "c00001", "c00002"]
+    # Learned: the next waiting check is cheap.
+    assert "escalated" in memory.pending_statuses
+    again = api.run(window_check(memory))
+    assert not again.done
+    assert again.requests <= 3
+    for c in inside[:3]:
+        c["status"] = COMPLETED
     assert api.run(window_check(memory)).done
 
 
-def test_busy_margin_is_paged() -> None:
-    busy_end = [conv(f"e{i:03d}", END, "active") for i in range(150)]  # 150 in the second at date_to
-    api = FakeApi([*spread("c", 300), *busy_end])
+@pytest.mark.parametrize("count_mode", TOTAL_COUNT_MODES)
+def test_active_inside_never_done_under_any_count(count_mode: str) -> None:
+    api = FakeApi(spread("c", 412, pending=3), count_mode=count_mode)
     completion = api.run(window_check(CompletionMemory()))
-    assert completion.done
-    assert completion.total == 300
-    assert completion.requests == 5  # listing, count, start margin, end margin in 2 pages
-    pages = [c.query["page"] for c in api.calls if isinstance(c, PageCall)]
-    assert pages == [1, 1, 1, 1, 2]
+    assert not completion.done
+
+
+@BOUNDS_RULES
+def test_large_window_not_completed_just_outside_does_not_block(from_inclusive: bool, to_inclusive: bool) -> None:
+    outside = [conv("m_end", END, "active"), conv("m_start", START - timedelta(milliseconds=300), "active")]
+    api = FakeApi([*spread("c", 412), *outside], from_inclusive, to_inclusive)
+    completion = api.run(window_check(CompletionMemory()))
+    assert (completion.done, completion.total) == (True, 412)
+
+
+@BOUNDS_RULES
+def test_large_window_not_completed_exactly_at_date_from_blocks(from_inclusive: bool, to_inclusive: bool) -> None:
+    api = FakeApi([*spread("c", 412), conv("at_start", START, "pending")], from_inclusive, to_inclusive)
+    completion = api.run(window_check(CompletionMemory()))
+    assert (completion.done, completion.examples) == (False, ("at_start",))
+
+
+def test_crowded_instant_next_to_the_window_fails_clearly() -> None:
+    # 150 conversations created exactly at date_to: no query tells them from the window's last
+    # microsecond on a server whose dateTo is inclusive; the check says so rather than guess.
+    api = FakeApi([*spread("c", 300), *(conv(f"e{i:03d}", END, "active") for i in range(150))])
+    with pytest.raises(CrowdedInstantError, match="2024-01-16T00:00:00Z"):
+        api.run(window_check(CompletionMemory()))
 
 
 def test_filters_go_into_every_request() -> None:
@@ -351,15 +316,25 @@ def test_filters_go_into_every_request() -> None:
     assert completion.pending == 1
 
 
-def test_cost_does_not_grow_with_the_window() -> None:
+def test_waiting_cost_does_not_grow_with_the_window() -> None:
     for size in (150, 1_500, 5_000):
         api = FakeApi(spread("c", size, pending=size // 10))
         memory = CompletionMemory()
-        assert api.run(window_check(memory)).requests <= 4
-        assert api.run(window_check(memory)).requests == 2
-        for c in api.conversations:
-            c["status"] = COMPLETED
-        assert api.run(window_check(CompletionMemory())).requests == 2
+        assert api.run(window_check(memory)).requests <= 2
+        assert api.run(window_check(memory)).requests <= 2
+
+
+@pytest.mark.parametrize(
+    ("created", "shown"), [("2024-01-15T10:00:00", "'2024-01-15T10:00:00'"), ("soon", "'soon'"), (None, "None")]
+)
+def test_created_at_that_cannot_be_placed_fails_naming_id_and_value(created: Any, shown: str) -> None:
+    bad = {"id": "conv_bad", "status": COMPLETED, "createdAt": created}
+    api = FakeApi(spread("c", 30))
+    page = {"data": [bad, *spread("c", 3)], "page": 1, "pageSize": 100, "totalCount": 4}
+    api.page = lambda **query: page  # type: ignore[method-assign]  # a server answering a bad createdAt
+    with pytest.raises(ValueError, match="conv_bad") as info:
+        api.run(window_check(CompletionMemory()))
+    assert f"createdAt={shown}" in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,8 +422,8 @@ def test_run_sync_window_over_http(m: requests_mock.Mocker) -> None:
     m.get(f"{BASE}/conversations", json=listing)
     memory = CompletionMemory()
     completion = run_sync(build_check(memory, **WINDOW.as_dict()), AuralytikHook())
-    assert (completion.pending, completion.total) == (7, 250)
-    assert m.call_count == completion.requests == 4
+    assert (completion.pending, completion.total, completion.at_least) == (7, None, True)
+    assert m.call_count == completion.requests == 2
     m.reset_mock()
     completion = run_sync(build_check(memory, **WINDOW.as_dict()), AuralytikHook())
     assert (completion.pending, m.call_count) == (7, 2)
@@ -470,7 +445,7 @@ def test_build_check_prefers_ids_over_the_window() -> None:
 def test_build_check_empty_window_is_refused() -> None:
     with pytest.raises(EmptyWindowError, match="CronDataIntervalTimetable"):
         build_check(CompletionMemory(), date_from="2024-01-15T00:00:00Z", date_to="2024-01-15T00:00:00Z")
-    with pytest.raises(ValueError, match="date_from and date_to are required"):
+    with pytest.raises(ValueError, match="no data interval"):
         build_check(CompletionMemory(), date_from=None, date_to=END)
 
 
@@ -482,30 +457,6 @@ def test_build_check_passes_filters() -> None:
     check.close()
 
 
-def test_without_lasting_memory_a_waiting_check_skips_the_margins() -> None:
-    # Reschedule mode: nothing survives to the next poke, so a margin look could never be reused.
-    # A not-completed conversation seen inside the window already answers "not done".
-    margins = [conv("m_end", END, "active")]
-    inside = spread("c", 412)
-    for c in inside[-37:]:  # the newest: on the first page of a newest-first listing
-        c["status"] = "active"
-    api = FakeApi([*inside, *margins])
-    for _ in range(3):
-        waiting = api.run(window_check(CompletionMemory(lasting=False)))
-        assert waiting.requests == 2
-        assert not waiting.done
-        assert waiting.approximate
-        # The counts include the margins' conversations (here: one active at date_to).
-        assert (waiting.pending, waiting.total) == (38, 413)
-        assert waiting.describe() == "~38 of ~413 conversations not completed yet."
-
-    for c in inside[-37:]:
-        api.set_status(c["id"], COMPLETED)
-    done = api.run(window_check(CompletionMemory(lasting=False)))
-    assert done.done  # still exact at the edges: the active one at date_to is outside
-    assert not done.approximate
-
-
 def test_an_empty_list_of_ids_names_nothing_to_wait_for() -> None:
     api = FakeApi([conv("a", START, "active")])
     completion = api.run(build_check(CompletionMemory(), conversation_ids=[], date_from=START, date_to=END))
@@ -513,9 +464,11 @@ def test_an_empty_list_of_ids_names_nothing_to_wait_for() -> None:
     assert api.calls == []
 
 
-def test_without_lasting_memory_the_margins_are_still_looked_at_when_the_first_page_shows_no_pending() -> None:
-    # The pending ones are the oldest, not on the first page: only the margins can tell.
-    api = FakeApi([*spread("c", 412, pending=37), conv("m_end", END, "active")])
-    waiting = api.run(window_check(CompletionMemory(lasting=False)))
-    assert (waiting.pending, waiting.total, waiting.approximate) == (37, 412, False)
-    assert waiting.requests == 4
+@pytest.mark.parametrize(
+    "ids",
+    [["a", ""], ["a", "  "], ["a", None], [1, 2], "conv_1", {"a": 1}, 42],
+    ids=["empty", "blank", "none", "ints", "string", "dict", "int"],
+)
+def test_build_check_refuses_bad_conversation_ids_before_any_request(ids: Any) -> None:
+    with pytest.raises(ValueError, match="conversation_ids must be a list of non-empty strings"):
+        build_check(CompletionMemory(), conversation_ids=ids)

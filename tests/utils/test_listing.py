@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
-from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES
+from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES, US, reported_count
 from airflow_provider_auralytik.utils.listing import (
     MAX_FAN_OUT,
     ConversationCall,
@@ -215,3 +218,149 @@ def test_small_pages_still_exact(make_sandbox, connect):
     hook = connect(sandbox)
     got = ids(WindowListing(hook, day(0), page_size=7))
     assert sorted(got) == sorted(sandbox.conversations_in(day(0).start, day(0).end))
+
+
+# ---------------------------------------------------------------------------------------------
+# The sans-I/O listing against servers unlike the sandbox (order, precision, page cap)
+# ---------------------------------------------------------------------------------------------
+
+
+class Gone(Exception):
+    status = 404
+
+
+@dataclass
+class Server:
+    """A listing server with chosen quirks: sort order, precision of dateFrom/dateTo, a page cap."""
+
+    conversations: list[dict[str, Any]]
+    order: str = "desc"  # desc | asc | shuffled
+    #: Bounds are cut to this many microseconds (1_000_000: a server that ignores fractions).
+    precision_us: int = 1
+    page_cap: int = 100
+    count_mode: str = "honest"
+    calls: list[Any] = field(default_factory=list)
+
+    def _bound(self, text: str) -> datetime:
+        instant = parse_instant(text)
+        us = instant.microsecond - instant.microsecond % self.precision_us if self.precision_us < US else 0
+        return instant.replace(microsecond=us)
+
+    def answer(self, call: Any) -> Any:
+        self.calls.append(call)
+        if isinstance(call, ConversationCall):
+            found = [c for c in self.conversations if c["id"] == call.conversation_id]
+            if not found:
+                raise Gone(call.conversation_id)
+            return found[0]
+        query = call.query
+        assert query["page"] == 1, "a window is never paged by number"
+        low, high = self._bound(query["date_from"]), self._bound(query["date_to"])
+        matched = [c for c in self.conversations if low <= parse_instant(c["createdAt"]) <= high]
+        matched.sort(key=lambda c: (c["createdAt"], c["id"]), reverse=self.order == "desc")
+        if self.order == "shuffled":
+            random.Random(len(self.calls)).shuffle(matched)
+        size = min(query["page_size"], self.page_cap)
+        data = matched[:size]
+        return {
+            "data": data,
+            "page": 1,
+            "pageSize": size,
+            "totalCount": reported_count(self.count_mode, len(matched), len(data), None),
+        }
+
+    def list(self, window: DateWindow, stats: ListingStats | None = None) -> list[str]:
+        steps = list_window(window, page_size=100, stats=stats)
+        got: list[str] = []
+        answer: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(answer)
+            except StopIteration:
+                return got
+            answer, error = None, None
+            if isinstance(step, Found):
+                got += ids(step.conversations)
+                continue
+            try:
+                answer = self.answer(step)
+            except Gone as exc:
+                error = exc
+
+
+def uniform(n: int, window: DateWindow, seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        {"id": f"c{i:05d}", "createdAt": format_instant(window.start + timedelta(seconds=rng.randrange(86_400)))}
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("order", ["desc", "asc", "shuffled"])
+@pytest.mark.parametrize("count_mode", TOTAL_COUNT_MODES)
+def test_exact_and_bounded_whatever_the_sort_order(order: str, count_mode: str) -> None:
+    window = day(0)
+    conversations = uniform(2000, window)
+    server = Server(conversations, order=order, count_mode=count_mode)
+    got = server.list(window)
+    assert sorted(got) == sorted(ids(conversations))
+    # An honest count on a newest-first server costs 28 (see benchmarks/bench_listing.py); whatever
+    # the order and the count, never more than a full page's fan-out per level of a few levels.
+    assert len(server.calls) <= 4 * MAX_FAN_OUT
+
+
+def test_server_with_a_smaller_page_cap_is_still_exact() -> None:
+    window = day(0)
+    conversations = uniform(700, window)
+    server = Server(conversations, page_cap=40)
+    assert sorted(server.list(window)) == sorted(ids(conversations))
+
+
+def test_server_ignoring_fractions_fails_instead_of_dropping() -> None:
+    # 230 conversations in one second, and a server that truncates dateFrom/dateTo to the second:
+    # the second cannot be cut, and the listing must say so rather than return part of it.
+    window = day(0)
+    second = window.start + timedelta(hours=12)
+    crowded = [
+        {"id": f"s{n:03d}", "createdAt": format_instant(second + timedelta(microseconds=4001 * n))} for n in range(230)
+    ]
+    server = Server([*uniform(50, window), *crowded], precision_us=US)
+    with pytest.raises(ListingError, match="does not"):
+        server.list(window)
+
+
+def test_a_conversation_gone_between_requests_is_fine_one_still_there_is_not() -> None:
+    window = day(0)
+    conversations = uniform(400, window)
+    server = Server(conversations)
+    answer = server.answer
+
+    def deleting(call: Any) -> Any:  # after the first page, delete one conversation it showed
+        result = answer(call)
+        if len(server.calls) == 1:
+            server.conversations.remove(result["data"][5])
+        return result
+
+    server.answer = deleting  # type: ignore[method-assign]
+    got = server.list(window)
+    assert sorted(got) == sorted(ids(server.conversations))
+    assert sum(isinstance(c, ConversationCall) for c in server.calls) == 1  # looked up: gone (404)
+
+    # A server that leaves out a conversation it showed before, which still exists: an error.
+    hiding = Server(uniform(400, window))
+    shown = hiding.answer
+    hidden: list[str] = []
+
+    def forgetful(call: Any) -> Any:
+        result = shown(call)
+        if isinstance(call, PageCall) and len(hiding.calls) == 1:
+            hidden.append(result["data"][5]["id"])
+        elif isinstance(call, PageCall):
+            result = {**result, "data": [c for c in result["data"] if c["id"] not in hidden]}
+        return result
+
+    hiding.answer = forgetful  # type: ignore[method-assign]
+    with pytest.raises(ListingError, match="does not honour") as caught:
+        hiding.list(window)
+    assert f"conversation {hidden[0]!r}" in str(caught.value)
