@@ -16,6 +16,7 @@ from airflow_provider_auralytik._compat import Asset, AssetAlias, BaseOperator
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
 from airflow_provider_auralytik.output.manifest import MANIFEST_NAME
 from airflow_provider_auralytik.output.parts import check_output_options
+from airflow_provider_auralytik.utils.listing import check_filter
 from airflow_provider_auralytik.utils.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
     from airflow_provider_auralytik.utils.progress import Progress
 
 DEFAULT_MAX_RECORDS_PER_PART = 100_000
+#: More conversations fetched at once only trips the API's rate limit (and exhausts sockets).
+MAX_CONCURRENCY = 256
+#: A messages export fails, naming the connection's base URL, when its first ``NOT_FOUND_FIRST``
+#: fetches all answer 404, or when more than half of its fetches (at least ``NOT_FOUND_FIRST``) did:
+#: a wrong base path or an outage page, not conversations deleted since they were listed.
+NOT_FOUND_FIRST = 5
 
 
 def storage_url(path: ObjectStoragePath) -> str:
@@ -133,6 +140,8 @@ class _AuralytikExportOperator(BaseOperator):
         register_asset_alias(self, asset_alias)
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
+        for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id), ("status", status)):
+            check_filter(name, value)  # rendered values are checked again when execute() builds the filters
         check_output_options(file_format, compression, max_records_per_part)
         self.destination = destination
         self.destination_conn_id = destination_conn_id
@@ -278,11 +287,15 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
     One JSON line per message: the message object as returned, plus ``conversationId``. Messages
     are fetched ``max_concurrency`` conversations at a time, and written in listing order.
 
-    :param max_concurrency: Conversations fetched at once (default 16).
+    :param max_concurrency: Conversations fetched at once (default 16, at most 256).
     :param pii_guard: Second line of defence on message text after the API's own masking:
         ``"mask"`` (default) masks phone numbers and e-mail addresses that slipped through,
         ``"fail"`` fails the task on the first one, ``"off"`` does not scan. Findings are counted
         in the manifest (never logged).
+
+    A conversation whose messages answer 404 (deleted since it was listed) is skipped and listed in
+    the manifest. When the first ``NOT_FOUND_FIRST`` (5) fetches all answer 404, or more than half of
+    the fetches (at least 5) did, the task fails naming the connection's base URL, committing nothing.
 
     .. seealso:: the other parameters in :class:`_AuralytikExportOperator`.
     """
@@ -293,6 +306,11 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         super().__init__(**kwargs)
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive integer, not {max_concurrency!r}.")
+        if max_concurrency > MAX_CONCURRENCY:
+            raise ValueError(
+                f"max_concurrency={max_concurrency} is more than {MAX_CONCURRENCY}: more requests in flight "
+                "only trip the API's rate limit; use at most 256 (the default 16 is usually enough)."
+            )
         if pii_guard not in ("mask", "fail", "off"):
             raise ValueError(f"pii_guard must be 'mask', 'fail' or 'off', not {pii_guard!r}.")
         self.max_concurrency = max_concurrency
@@ -308,6 +326,15 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             return conversation_id, self.hook.get_messages(conversation_id)
         except AuralytikNotFoundError:
             return conversation_id, None
+
+    def _not_found(self, missing: int, fetched: int) -> AuralytikNotFoundError:
+        """Most fetches answered 404: the base URL is likely wrong; nothing is committed."""
+        return AuralytikNotFoundError(
+            f"GET /conversations/{{id}}/messages answered HTTP 404 for {missing} of {fetched} listed conversations: "
+            f"the base URL of connection {self.auralytik_conn_id!r} ({self.hook.base_url}) likely points at the "
+            "wrong path or an outage page; fix its host (e.g. https://api.auralytik.com/v1). Nothing was committed.",
+            status=404,
+        )
 
     def _stream(self, listing: WindowListing) -> OrderedMap[dict[str, Any], tuple[str, list[dict[str, Any]] | None]]:
         from airflow_provider_auralytik.utils.concurrency import OrderedMap
@@ -329,6 +356,8 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         conversations = 0
         for conversation_id, messages in stream:
             conversations += 1
+            if messages is None and len(skipped) + 1 == conversations == NOT_FOUND_FIRST:
+                raise self._not_found(NOT_FOUND_FIRST, NOT_FOUND_FIRST)
             if messages is None:
                 self.log.warning("Conversation %s is gone (404) since it was listed: skipped.", conversation_id)
                 skipped.append({"conversation_id": conversation_id, "reason": "not found (404) after listing"})
@@ -336,6 +365,8 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
                 for message in messages:
                     writer.write({**guard.check_message(message), "conversationId": conversation_id})
             progress.add()
+        if conversations >= NOT_FOUND_FIRST and 2 * len(skipped) > conversations:
+            raise self._not_found(len(skipped), conversations)
         return {
             "counts": {
                 "conversations": conversations,
