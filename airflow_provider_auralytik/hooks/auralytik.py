@@ -2,9 +2,11 @@
 AuralytikHook: talks HTTP to the Auralytik Conversations API, and nothing else.
 
 Auth, retries, paging and errors live here. Requests are *described* once (:class:`ApiRequest`,
-built by :func:`conversations_page_request` & co.) and their responses *interpreted* once
-(:func:`interpret_response`); the synchronous path (``requests``, used by operators and sensors)
-and the asynchronous path (``httpx``, used by the trigger) only differ in how bytes move.
+built by :func:`conversations_page_request` & co.), their responses *interpreted* once
+(:func:`interpret_response`), and paced and retried by one policy
+(:mod:`airflow_provider_auralytik.hooks.pacing`); the synchronous path (``requests``, used by
+operators and sensors) and the asynchronous path (``httpx``, used by the trigger) only differ in
+how bytes move.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ import email.utils
 import json
 import math
 import os
-import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from airflow_provider_auralytik import __version__
-from airflow_provider_auralytik._compat import AirflowException, BaseHook, aget_connection
+from airflow_provider_auralytik import DOCS_URL, __version__
+from airflow_provider_auralytik._compat import AirflowException, AirflowNotFoundException, BaseHook, aget_connection
+from airflow_provider_auralytik.hooks.pacing import BudgetExhausted, Pacer, RequestBudget, RetryLimits, pacer_for
 from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing, check_filter
 from airflow_provider_auralytik.utils.window import DateWindow, format_instant, parse_instant
 
@@ -63,16 +66,21 @@ class AuralytikNotFoundError(AuralytikApiError):
 
 
 class AuralytikUnavailableError(AuralytikApiError):
-    """Transient faults (429, 5xx, dropped connections, timeouts) outlived the retry budget."""
+    """Transient faults (5xx, dropped connections, timeouts) outlived ``max_retries``, or 429s
+    outlasted ``rate_limit_max_wait``."""
 
 
 class _Retryable(Exception):
-    """A transient outcome: worth another try after ``retry_after`` seconds (or backoff)."""
+    """A transient outcome: worth another try after ``retry_after`` seconds (or backoff).
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    ``throttled``: a 429, the server saying "later": it spends waiting time, not attempts.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None, *, throttled: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.throttled = throttled
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +100,8 @@ class HookSettings:
     backoff_max: float = 30.0
     retry_after_max: float = 120.0
     max_concurrency: int = 16
+    rate_limit_max_wait: float = 600.0
+    max_requests_per_second: float | None = None
 
     @classmethod
     def from_connection(cls, conn: Any, conn_id: str, overrides: Mapping[str, Any]) -> HookSettings:
@@ -125,6 +135,7 @@ class HookSettings:
                 raise ValueError(f"Connection {conn_id!r}: extra {key!r} must be a finite number >= {minimum}.")
             return value
 
+        rate = extra.get("max_requests_per_second")
         return cls(
             base_url=base_url,
             api_key=api_key,
@@ -134,14 +145,19 @@ class HookSettings:
             backoff_max=number("backoff_max", cls.backoff_max, 0),
             retry_after_max=number("retry_after_max", cls.retry_after_max, 0),
             max_concurrency=int(number("max_concurrency", cls.max_concurrency, 1)),
+            rate_limit_max_wait=number("rate_limit_max_wait", cls.rate_limit_max_wait, 0),
+            max_requests_per_second=None if rate in (None, "") else number("max_requests_per_second", 0, 0.01),
         )
 
-    def backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds before retry number ``attempt`` (1-based): Retry-After, else full-jitter backoff."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.retry_after_max)
-        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
-        return random.uniform(ceiling / 2, ceiling)
+    @property
+    def retry_limits(self) -> RetryLimits:
+        return RetryLimits(
+            max_retries=self.max_retries,
+            rate_limit_max_wait=self.rate_limit_max_wait,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            retry_after_max=self.retry_after_max,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +323,8 @@ def interpret_response(
     """
     what = request.describe()
     if status == 429:
-        raise _Retryable(f"{what}: 429 Too Many Requests", _retry_after_seconds(headers.get("Retry-After")))
+        retry_after = _retry_after_seconds(headers.get("Retry-After"))
+        raise _Retryable(f"{what}: 429 Too Many Requests", retry_after, throttled=True)
     if status >= 500 or status == 408:
         raise _Retryable(f"{what}: HTTP {status}", _retry_after_seconds(headers.get("Retry-After")))
     if status >= 400:
@@ -344,6 +361,34 @@ def interpret_response(
         raise _Retryable(f"{what}: {exc.reason}") from None
 
 
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """
+    The whole body of a streamed response, or :class:`TimeoutError` once ``deadline`` passes.
+
+    ``requests``' own timeout bounds each socket read, so a server trickling a byte at a time
+    could hold a request for ever; here every read gets only what is left of the request's time.
+    """
+    raw = response.raw
+    connection = getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    chunks: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the answer did not arrive in time")
+        if sock is not None:
+            sock.settimeout(remaining)
+        chunk = raw.read1(_READ_SIZE, decode_content=True)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    raw.release_conn()
+    return b"".join(chunks)
+
+
+_READ_SIZE = 256 * 1024
+
+
 # ---------------------------------------------------------------------------------------------
 # The hook
 # ---------------------------------------------------------------------------------------------
@@ -355,9 +400,13 @@ class AuralytikHook(BaseHook):
 
     :param auralytik_conn_id: Connection of type ``auralytik``: ``host`` is the base URL
         (default ``https://api.auralytik.com/v1``), ``password`` the API key. Optional extras:
-        ``timeout`` (seconds per request, default 30), ``max_retries`` (default 6),
+        ``timeout`` (seconds per request, connect to last byte, default 30), ``max_retries``
+        (attempts after a 5xx, dropped connection or malformed answer, default 6),
         ``backoff_base``/``backoff_max`` (seconds), ``retry_after_max`` (cap on a server's
-        ``Retry-After``, default 120 s) and ``max_concurrency`` (HTTP pool size, default 16).
+        ``Retry-After``, default 120 s), ``max_concurrency`` (requests in flight, default 16),
+        ``rate_limit_max_wait`` (seconds a request may be held by 429s, default 600) and
+        ``max_requests_per_second`` (a client-side limit for a known quota; default none).
+        429s are paced, not failed: see :mod:`airflow_provider_auralytik.hooks.pacing`.
     :param timeout: / :param max_retries: / :param max_concurrency: / :param backoff_base:
         override the connection's extras for this hook.
     """
@@ -387,6 +436,9 @@ class AuralytikHook(BaseHook):
             "backoff_max": backoff_max,
         }
         self._async_client: httpx.AsyncClient | None = None
+        self._counts_lock = threading.Lock()
+        self._throttled = 0
+        self._paused_baseline = 0.0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(auralytik_conn_id={self.auralytik_conn_id!r})"
@@ -410,8 +462,21 @@ class AuralytikHook(BaseHook):
 
     @cached_property
     def settings(self) -> HookSettings:
-        conn = self.get_connection(self.auralytik_conn_id)
+        try:
+            conn = self.get_connection(self.auralytik_conn_id)
+        except AirflowNotFoundException:
+            raise self._connection_not_found() from None
         return HookSettings.from_connection(conn, self.auralytik_conn_id, self._overrides)
+
+    def _connection_not_found(self) -> AirflowNotFoundException:
+        """Which connection, of which type, how to create it and where the docs are (still the same class)."""
+        conn_id = self.auralytik_conn_id
+        return AirflowNotFoundException(
+            f"Connection {conn_id!r} (type {self.conn_type!r}) is not defined: create it in the UI (Admin > "
+            f"Connections, type {self.hook_name}), with 'airflow connections add {conn_id} --conn-type "
+            f"{self.conn_type} --conn-password <API key>', or as AIRFLOW_CONN_{conn_id.upper()}; or pass "
+            f"auralytik_conn_id=<your connection id>. See {DOCS_URL}/connection.md"
+        )
 
     @property
     def base_url(self) -> str:
@@ -455,100 +520,203 @@ class AuralytikHook(BaseHook):
         if session is not None:
             session.close()
 
-    # -- the sync request loop ---------------------------------------------------------------
+    # -- pacing and retries, one policy for both paths ----------------------------------------
 
-    def _fail_after_retries(self, request: ApiRequest, reason: str, attempts: int) -> AuralytikApiError:
+    @cached_property
+    def pacer(self) -> Pacer:
+        """This process's pacer of the connection's key: shared with every hook on the same key."""
+        settings = self.settings
+        pacer = pacer_for(
+            settings.base_url,
+            settings.api_key,
+            max_concurrency=settings.max_concurrency,
+            max_rate=settings.max_requests_per_second,
+        )
+        self._paused_baseline = pacer.paused_seconds
+        return pacer
+
+    def throttle_counts(self) -> dict[str, Any]:
+        """429 answers to this hook's requests, and seconds the key's requests were paused since it started."""
+        paused = self.pacer.paused_seconds - self._paused_baseline if "pacer" in self.__dict__ else 0.0
+        return {"throttled_requests": self._throttled, "rate_limit_wait_seconds": round(paused, 1)}
+
+    def pace(self) -> str:
+        """How fast the hook is allowed to go now (for progress lines)."""
+        return self.pacer.pace()
+
+    def _budget(self) -> RequestBudget:
+        return RequestBudget(self.pacer, self.settings.retry_limits)
+
+    def _retry_delay(self, budget: RequestBudget, request: ApiRequest, exc: _Retryable) -> float | None:
+        """Seconds to back off after a fault (``None`` after a 429: the pacer holds), or the error that ends it."""
+        if exc.throttled:
+            with self._counts_lock:
+                self._throttled += 1
+        delay = budget.retry(exc.reason, retry_after=exc.retry_after, throttled=exc.throttled)
+        if exc.throttled:  # the pacer's business: it logs once per slow-down, never per request
+            return None
+        self.log.warning("%s; retry %d of %d in %.1f s", exc.reason, budget.faults, budget.limits.max_retries, delay)
+        return delay
+
+    def _exhausted(self, request: ApiRequest, end: BudgetExhausted) -> AuralytikApiError:
+        conn_id = self.auralytik_conn_id
+        if end.rate_limited:
+            return AuralytikUnavailableError(
+                f"{request.describe()}: the API kept answering 429 Too Many Requests for {end.waited:.0f} s, "
+                f"longer than rate_limit_max_wait={self.settings.rate_limit_max_wait:g} s of connection "
+                f"{conn_id!r}: other clients use up the key's quota; raise rate_limit_max_wait, or run fewer "
+                "exports on this key at once."
+            )
         return AuralytikUnavailableError(
-            f"{request.describe()} still failing after {attempts} attempts ({reason}): the API is "
-            f"unavailable or rate-limiting; retry later or raise max_retries in connection "
-            f"{self.auralytik_conn_id!r}."
+            f"{request.describe()} still failing after {end.attempts} attempts ({end.reason}): the API is "
+            f"unavailable; retry later or raise max_retries in connection {conn_id!r}."
         )
 
+    def _transport_reason(self, request: ApiRequest, exc: BaseException) -> str:
+        """Why a request got no answer, naming the host (never the key)."""
+        host = urlsplit(self.settings.base_url).netloc
+        if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+            return f"{request.describe()}: no complete answer from {host} within timeout={self.settings.timeout:g} s"
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
+                return f"{request.describe()}: connection to {host} refused ({type(exc).__name__})"
+            cause = cause.__cause__ or cause.__context__
+        return f"{request.describe()}: {type(exc).__name__} talking to {host}"
+
+    # -- the sync path (requests) --------------------------------------------------------------
+
     def _send(self, request: ApiRequest) -> Any:
+        try:
+            return self._send_paced(request)
+        except BudgetExhausted as end:
+            raise self._exhausted(request, end) from None
+
+    def _send_paced(self, request: ApiRequest) -> Any:
+        budget, clock = self._budget(), self.pacer.clock
+        while True:
+            if (wait := budget.turn()) > 0:
+                clock.sleep(wait)
+                continue
+            try:
+                result = self._get(request)
+            except _Retryable as exc:
+                if (delay := self._retry_delay(budget, request, exc)) is not None:
+                    clock.sleep(delay)
+                continue
+            except BaseException:
+                budget.done()
+                raise
+            budget.done()
+            return result
+
+    def _get(self, request: ApiRequest) -> Any:
+        """One attempt: the answer interpreted, a :class:`_Retryable`, or a permanent error."""
         import requests
 
         settings = self.settings
         session = self.session
-        url = settings.base_url + request.path
-        for attempt in range(settings.max_retries + 1):
-            try:
-                # Prepared here and sent as is: Session.request's per-call merging of settings
-                # costs a third of the CPU of a request. Redirects are refused, not followed.
-                prepared = requests.PreparedRequest()
-                prepared.prepare(
-                    method="GET", url=url, params=request.params, headers={**session.headers, **dict(request.headers)}
-                )
-                response = session.send(
-                    prepared, timeout=settings.timeout, allow_redirects=False, proxies=session.proxies
-                )
-                return interpret_response(
-                    request,
-                    response.status_code,
-                    response.headers,
-                    response.content,
-                    conn_id=self.auralytik_conn_id,
-                    secret=settings.api_key,
-                )
-            except _Retryable as exc:
-                reason, retry_after = exc.reason, exc.retry_after
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                reason, retry_after = f"{request.describe()}: {type(exc).__name__}", None
-            except requests.RequestException as exc:  # a bad URL, a redirect loop: retrying won't help
-                raise AuralytikApiError(
-                    f"{request.describe()} failed ({type(exc).__name__}): check the base URL (host) of "
-                    f"connection {self.auralytik_conn_id!r}."
-                ) from None
-            if attempt == settings.max_retries:
-                raise self._fail_after_retries(request, reason, attempt + 1)
-            delay = settings.backoff(attempt + 1, retry_after)
-            self.log.warning("%s; retry %d of %d in %.1f s", reason, attempt + 1, settings.max_retries, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        deadline = time.monotonic() + settings.timeout
+        response = None
+        try:
+            # Prepared here and sent as is: Session.request's per-call merging of settings
+            # costs a third of the CPU of a request. Redirects are refused, not followed.
+            prepared = requests.PreparedRequest()
+            prepared.prepare(
+                method="GET",
+                url=settings.base_url + request.path,
+                params=request.params,
+                headers={**session.headers, **dict(request.headers)},
+            )
+            response = session.send(
+                prepared, timeout=settings.timeout, allow_redirects=False, proxies=session.proxies, stream=True
+            )
+            body = _read_body(response, deadline)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            if response is not None:
+                response.close()
+            raise _Retryable(self._transport_reason(request, exc)) from None
+        except TimeoutError as exc:
+            response.close()  # type: ignore[union-attr]  # only _read_body raises it, after send
+            raise _Retryable(self._transport_reason(request, exc)) from None
+        except requests.RequestException as exc:  # a bad URL, a redirect loop: retrying won't help
+            raise AuralytikApiError(
+                f"{request.describe()} failed ({type(exc).__name__}): check the base URL (host) of "
+                f"connection {self.auralytik_conn_id!r}."
+            ) from None
+        return interpret_response(
+            request,
+            response.status_code,
+            response.headers,
+            body,
+            conn_id=self.auralytik_conn_id,
+            secret=settings.api_key,
+        )
 
-    # -- the async request loop (for triggers) -----------------------------------------------
+    # -- the async path (httpx, for triggers) -----------------------------------------------
 
     async def _asettings(self) -> HookSettings:
         if "settings" not in self.__dict__:
-            conn = await aget_connection(self.auralytik_conn_id)
+            try:
+                conn = await aget_connection(self.auralytik_conn_id)
+            except AirflowNotFoundException:
+                raise self._connection_not_found() from None
             self.__dict__["settings"] = HookSettings.from_connection(conn, self.auralytik_conn_id, self._overrides)
         return self.settings
 
     async def _asend(self, request: ApiRequest) -> Any:
+        await self._asettings()
+        try:
+            return await self._asend_paced(request)
+        except BudgetExhausted as end:
+            raise self._exhausted(request, end) from None
+
+    async def _asend_paced(self, request: ApiRequest) -> Any:
+        budget, clock = self._budget(), self.pacer.clock
+        while True:
+            if (wait := budget.turn()) > 0:
+                await clock.asleep(wait)
+                continue
+            try:
+                result = await self._aget(request)
+            except _Retryable as exc:
+                if (delay := self._retry_delay(budget, request, exc)) is not None:
+                    await clock.asleep(delay)
+                continue
+            except BaseException:
+                budget.done()
+                raise
+            budget.done()
+            return result
+
+    async def _aget(self, request: ApiRequest) -> Any:
+        """Async :meth:`_get`: the whole request (connect, headers, body) within ``timeout``."""
         import httpx
 
-        settings = await self._asettings()
+        settings = self.settings
         if self._async_client is None:
             self._async_client = httpx.AsyncClient(
                 headers=self._default_headers(settings),
                 timeout=settings.timeout,
                 limits=httpx.Limits(max_connections=settings.max_concurrency),
             )
-        client = self._async_client
-        for attempt in range(settings.max_retries + 1):
-            try:
-                response = await client.get(
+        try:
+            async with asyncio.timeout(settings.timeout):
+                response = await self._async_client.get(
                     settings.base_url + request.path,
                     params=list(request.params),
                     headers=dict(request.headers),
                 )
-                return interpret_response(
-                    request,
-                    response.status_code,
-                    response.headers,
-                    response.content,
-                    conn_id=self.auralytik_conn_id,
-                    secret=settings.api_key,
-                )
-            except _Retryable as exc:
-                reason, retry_after = exc.reason, exc.retry_after
-            except httpx.TransportError as exc:
-                reason, retry_after = f"{request.describe()}: {type(exc).__name__}", None
-            if attempt == settings.max_retries:
-                raise self._fail_after_retries(request, reason, attempt + 1)
-            delay = settings.backoff(attempt + 1, retry_after)
-            self.log.warning("%s; retry %d of %d in %.1f s", reason, attempt + 1, settings.max_retries, delay)
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        except (httpx.TransportError, TimeoutError) as exc:
+            raise _Retryable(self._transport_reason(request, exc)) from None
+        return interpret_response(
+            request,
+            response.status_code,
+            response.headers,
+            response.content,
+            conn_id=self.auralytik_conn_id,
+            secret=settings.api_key,
+        )
 
     async def aclose(self) -> None:
         """Close the async HTTP client, if one was opened."""

@@ -1,4 +1,4 @@
-"""Progress lines for long exports: done of total, rate, ETA, at most every few seconds."""
+"""Progress lines for long exports: done of total, rate, ETA, the API pace, at most every few seconds."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ class Progress:
     Count records and log ``"12,000 of ~20,900 messages (57%), 3,400/s, ETA 3s"`` now and then.
 
     ``total`` is a callable because the total is often known only after the first request.
+    ``pace`` (e.g. ``AuralytikHook.pace``) tells how fast the API lets the export go; it is added
+    to the line once the hook paces itself (after a 429, or with ``max_requests_per_second``).
     Only counts are logged: never record content.
     """
 
@@ -25,12 +27,14 @@ class Progress:
         noun: str,
         *,
         total: Callable[[], int | None] = lambda: None,
+        pace: Callable[[], str] = lambda: "unpaced",
         interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.log = log
         self.noun = noun
         self.total = total
+        self.pace = pace
         self.interval = interval
         self.clock = clock
         self.count = 0
@@ -45,6 +49,11 @@ class Progress:
             self.log.info("%s", self.line(now))
 
     def line(self, now: float | None = None) -> str:
+        text = self._counts(now)
+        pace = self.pace()
+        return text if pace == "unpaced" else f"{text}; API pace: {pace}"
+
+    def _counts(self, now: float | None) -> str:
         elapsed = max((now if now is not None else self.clock()) - self.started, 1e-9)
         rate = self.count / elapsed
         text = f"{self.count:,} {self.noun}"

@@ -1,7 +1,7 @@
 """Unit tests of AuralytikHook: connection, headers, filters, paging, retries, errors, secrecy, async.
 
 No network: the sync path runs against ``requests-mock``, the async path against ``httpx.MockTransport``.
-Sleeps are recorded, never slept.
+Time is a fake clock: sleeps are recorded and advance it, never slept.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import requests
 import requests_mock
 
 from airflow_provider_auralytik import __version__
-from airflow_provider_auralytik.hooks import auralytik as hook_module
+from airflow_provider_auralytik.hooks import pacing
 from airflow_provider_auralytik.hooks.auralytik import (
     DEFAULT_BASE_URL,
     POOL_HEADROOM,
@@ -112,12 +112,38 @@ def default_conn(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+class FakeClock(pacing.Clock):
+    """Time that only moves when someone sleeps; every sleep is recorded."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
 @pytest.fixture(autouse=True)
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every delay the hook's sync retry loop asked for; nothing really sleeps."""
-    recorded: list[float] = []
-    monkeypatch.setattr(hook_module.time, "sleep", recorded.append)
-    return recorded
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
+    """The pacers of this test (none shared with other tests) run on a fake clock."""
+    fake = FakeClock()
+    monkeypatch.setattr(pacing, "SYSTEM_CLOCK", fake)
+    pacing.forget_pacers()
+    yield fake
+    pacing.forget_pacers()
+
+
+@pytest.fixture
+def sleeps(clock: FakeClock) -> list[float]:
+    """Every delay the hook asked for (backoff, 429 pauses, pacing); nothing really sleeps."""
+    return clock.sleeps
 
 
 @pytest.fixture
@@ -681,7 +707,7 @@ def test_429_retry_after_seconds_is_used(m, hook, sleeps):
     m.get(CONV_URL, [{"status_code": 429, "headers": {"Retry-After": "7"}}, {"json": {"id": "conv_123"}}])
     assert hook.get_conversation("conv_123") == {"id": "conv_123"}
     assert m.call_count == 2
-    assert sleeps == [7.0]
+    assert sleeps == [pytest.approx(7.0, abs=pacing.PAUSE_JITTER)]
 
 
 def test_429_retry_after_http_date_is_used(m, hook, sleeps):
@@ -690,14 +716,15 @@ def test_429_retry_after_http_date_is_used(m, hook, sleeps):
     hook.get_conversation("conv_123")
     assert m.call_count == 2
     assert len(sleeps) == 1
-    assert 25.0 < sleeps[0] <= 30.0
+    assert 25.0 < sleeps[0] <= 30.0 + pacing.PAUSE_JITTER
 
 
 def test_429_retry_after_http_date_in_the_past_means_now(m, hook, sleeps):
     when = "Wed, 21 Oct 2015 07:28:00 GMT"
     m.get(CONV_URL, [{"status_code": 429, "headers": {"Retry-After": when}}, {"json": {"id": "conv_123"}}])
     hook.get_conversation("conv_123")
-    assert sleeps == [0.0]
+    assert m.call_count == 2
+    assert sleeps == []  # the moment is past: no pause
 
 
 def test_retry_after_above_cap_is_capped(monkeypatch, m, sleeps):
@@ -710,28 +737,29 @@ def test_retry_after_above_cap_is_capped(monkeypatch, m, sleeps):
         ],
     )
     AuralytikHook().get_conversation("conv_123")
-    assert sleeps == [120.0, 120.0]  # the default retry_after_max
+    assert sleeps == [pytest.approx(120.0, abs=pacing.PAUSE_JITTER)] * 2  # the default retry_after_max
 
     set_conn(monkeypatch, host=BASE, password=KEY, extra={"retry_after_max": 5})
     sleeps.clear()
     m.get(CONV_URL, [{"status_code": 429, "headers": {"Retry-After": "60"}}, {"json": {"id": "conv_123"}}])
+    pacing.forget_pacers()
     AuralytikHook().get_conversation("conv_123")
-    assert sleeps == [5.0]
+    assert sleeps == [pytest.approx(5.0, abs=pacing.PAUSE_JITTER)]
 
 
 @pytest.mark.parametrize("retry_after", ["soon", "", "nan", "-5"])
-def test_garbage_retry_after_falls_back_to_backoff(monkeypatch, m, sleeps, retry_after):
-    set_conn(monkeypatch, host=BASE, password=KEY, extra={"backoff_base": 1, "backoff_max": 1})
+def test_garbage_retry_after_pauses_a_second(monkeypatch, m, sleeps, retry_after):
+    set_conn(monkeypatch, host=BASE, password=KEY, extra={"backoff_base": 10, "backoff_max": 10})
     m.get(
         CONV_URL,
         [{"status_code": 429, "headers": {"Retry-After": retry_after}}, {"json": {"id": "conv_123"}}],
     )
     AuralytikHook().get_conversation("conv_123")
-    assert len(sleeps) == 1
+    assert m.call_count == 2
     if retry_after == "-5":
-        assert sleeps == [0.0]  # a number, clamped at zero
-    else:
-        assert 0.5 <= sleeps[0] <= 1.0  # full-jitter backoff in [ceiling/2, ceiling]
+        assert sleeps == []  # a number, clamped at zero: now
+    else:  # no usable moment: the pacer's default pause, not the fault backoff
+        assert sleeps == [pytest.approx(pacing.DEFAULT_PAUSE, abs=pacing.PAUSE_JITTER)]
 
 
 def test_backoff_grows_and_is_capped(monkeypatch, m, sleeps):
@@ -753,7 +781,7 @@ def test_backoff_grows_and_is_capped(monkeypatch, m, sleeps):
 def test_503_retry_after_is_honoured(m, hook, sleeps):
     m.get(CONV_URL, [{"status_code": 503, "headers": {"Retry-After": "3"}}, {"json": {"id": "conv_123"}}])
     hook.get_conversation("conv_123")
-    assert sleeps == [3.0]
+    assert sleeps == [3.0]  # a 5xx's Retry-After is backoff of that request only (no shared pause)
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
@@ -828,14 +856,13 @@ def test_200_conversation_of_wrong_shape_is_retried(m, hook, payload):
 
 
 EXHAUSTING = [
-    pytest.param(CONV_URL, {"status_code": 429, "headers": {"Retry-After": "1"}}, "429 Too Many Requests", id="429"),
     pytest.param(CONV_URL, {"status_code": 500, "text": HTML}, "HTTP 500", id="500-html"),
     pytest.param(CONV_URL, {"status_code": 502, "text": HTML}, "HTTP 502", id="502-html"),
     pytest.param(CONV_URL, {"status_code": 503, "json": ECHO}, "HTTP 503", id="503-json-echo"),
     pytest.param(
-        CONV_URL, {"exc": requests.exceptions.ConnectionError(f"refused {KEY}")}, "ConnectionError", id="conn"
+        CONV_URL, {"exc": requests.exceptions.ConnectionError(f"refused {KEY}")}, "to api.test refused", id="conn"
     ),
-    pytest.param(CONV_URL, {"exc": requests.exceptions.ReadTimeout}, "ReadTimeout", id="timeout"),
+    pytest.param(CONV_URL, {"exc": requests.exceptions.ReadTimeout}, "within timeout=30 s", id="timeout"),
     pytest.param(CONV_URL, {"content": f"garbage {KEY}".encode()}, "not valid JSON", id="invalid-json"),
     pytest.param(MSGS_URL, {"json": {"unexpected": KEY}}, "has no 'messages' list", id="wrong-shape"),
     pytest.param(LIST_URL, {"json": {"data": []}}, "not a listing page", id="wrong-shape-page"),
@@ -856,6 +883,7 @@ def test_exhaustion_after_max_retries_plus_one_attempts(m, hook, sleeps, url, re
     assert "\n" not in message
     assert "still failing after 4 attempts" in message
     assert reason in message
+    assert "max_retries" in message
     assert "'auralytik_default'" in message
     assert "<html" not in message
     assert "secret-page" not in message
@@ -1054,9 +1082,11 @@ def test_key_never_in_logs_of_a_retrying_request(m, caplog, capfd):
     hook = AuralytikHook(max_retries=4)
     assert hook.get_conversation("conv_123") == {"id": "conv_123"}
     text = _all_log_output(caplog, capfd)
-    # The retries were logged (so the capture works) ...
+    # The retries were logged (so the capture works); the 429 is not a retry but one slow-down line ...
     assert "retry 1 of 4" in text
-    assert "retry 4 of 4" in text
+    assert "retry 3 of 4" in text
+    assert "retry 4 of 4" not in text
+    assert text.count("slowing down") == 1
     # ... and nothing of the key.
     assert_no_key(text)
     for record in caplog.records:

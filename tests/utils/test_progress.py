@@ -45,3 +45,19 @@ def test_unknown_total_and_summary():
     progress.add(3000)
     assert log.lines == ["3,000 conversations, 1,500/s"]
     assert progress.summary() == "3,000 conversations in 2.0 s (1,500/s)"
+
+
+def test_pace_is_shown_once_the_api_paces_the_export():
+    log, clock = FakeLog(), Clock()
+    pace = {"now": "unpaced"}
+    progress = Progress(log, "messages", total=lambda: 100, pace=lambda: pace["now"], interval=1.0, clock=clock)
+    clock.now += 1.0
+    progress.add(10)
+    assert log.lines == ["10 of ~100 messages (10%), 10/s, ETA 9s"]
+    pace["now"] = "16.0 requests/s, 12 in flight, 3 throttled (429)"
+    clock.now += 1.0
+    progress.add(10)
+    assert (
+        log.lines[-1]
+        == "20 of ~100 messages (20%), 10/s, ETA 8s; API pace: 16.0 requests/s, 12 in flight, 3 throttled (429)"
+    )
