@@ -8,10 +8,13 @@ Detection is heuristic and tuned for recall on real contact data with few false 
 
 * e-mail: ``local@domain.tld`` (RFC 5322 "dot-atom" local part, letters/digits/hyphens per label,
   internationalised letters allowed, a TLD of 2+ letters);
-* phone: 8 to 15 digits, written as ``+CC`` international numbers (``+44 7700 900123``,
-  ``+1-202-555-0143``, ``+44 (0)20 7946 0958``), ``(555) 010-0199``, groups of 2+ digits separated by one
-  space, dot or dash (``555.010.0199``, ``020 7946 0958``) or a plain run (``07700900123``);
-* not phone: dates and times (``2024-01-15``, ``15.01.2024``, ``2024-01-15T10:30:00Z``, ``20240115``),
+* phone: 8 to 15 digits, written as ``+CC`` or ``00CC`` international numbers (``+44 7700 900123``,
+  ``+1-202-555-0143``, ``+44 (0)20 7946 0958``, ``0033 1 42 68 53 00``), ``(555) 010-0199``, groups of 2+
+  digits separated by one space, dot, dash or slash (``555.010.0199``, ``020 7946 0958``,
+  ``0151/23456789``, ``089 / 1234 5678``: with a slash, national numbers start with ``0``) or a plain
+  run (``07700900123``);
+* not phone: dates and times (``2024-01-15``, ``15.01.2024``, ``15/01/2024``, references such as
+  ``2024/123456``, ``2024-01-15T10:30:00Z``, ``20240115``),
   amounts (``1,299.00``, ``12345678.90``), IPv4 addresses, numbers glued to words, ``#``, currency signs
   or other numbers (``ORD-12345678``, ``msg_12345678``, ``#12345678``), fewer than 8 digits, and the mask
   token ``****`` itself.
@@ -42,11 +45,13 @@ _EMAIL_RE = re.compile(
     r"(?![\w\-]|\.[^\W_])"  # do not stop in the middle of a longer domain
 )
 
-_SEP = r"[ .\-\u00a0]"
+#: One separator between digit groups: a space, dot or dash, or a slash with optional spaces around it.
+_SEP = r"(?:[ \u00a0]?/[ \u00a0]?|[ .\-\u00a0])"
 _PHONE_RE = re.compile(
     r"(?<![\w+#$\u20ac\u00a3\u00a5@/.,\-])"  # not glued to a word, another number, '#', currency, ...
     r"(?:"
     rf"\+\d{{1,4}}(?:{_SEP}?\(\d{{1,4}}\))?{_SEP}?\d+(?:{_SEP}\d+){{0,6}}"  # +44 (0)20 7946 0958
+    rf"|00[1-9]\d{{0,2}}(?:{_SEP}?\(\d{{1,4}}\))?{_SEP}\d+(?:{_SEP}\d+){{0,6}}"  # 0033 1 42 68 53 00
     rf"|\(\d{{2,5}}\){_SEP}?\d{{2,}}(?:{_SEP}\d{{2,}}){{0,4}}"  # (555) 010-0199
     rf"|\d+(?:{_SEP}\d{{2,}}){{1,5}}"  # 555.010.0199, 020 7946 0958, 1-800-555-0199
     r"|\d{8,15}"  # 07700900123
@@ -71,6 +76,8 @@ def _is_phone(candidate: str) -> bool:
         return False
     if candidate[0] == "+" or candidate[0] == "(":
         return True
+    if "/" in candidate and candidate[0] != "0":  # 0151/23456789, 0033 1/...; not 2024/123456 (a reference)
+        return False
     return not (_DATE_RE.fullmatch(candidate) or _IPV4_RE.fullmatch(candidate) or _DECIMAL_RE.fullmatch(candidate))
 
 
