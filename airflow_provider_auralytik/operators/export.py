@@ -2,7 +2,7 @@
 Export operators: a window of conversations, or of their PII-masked messages, to object storage.
 
 Each operator composes the hook (HTTP), the exact window listing, and the part writer; the output
-layout and the manifest are described in :mod:`airflow_provider_auralytik.utils.writer`.
+layout, the manifest and the snapshot commit are described in :mod:`airflow_provider_auralytik.output`.
 """
 
 from __future__ import annotations
@@ -12,26 +12,32 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_auralytik import __version__
 from airflow_provider_auralytik._compat import Asset, AssetAlias, BaseOperator
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
-from airflow_provider_auralytik.utils.schemas import check_format
+from airflow_provider_auralytik.output.manifest import MANIFEST_NAME
+from airflow_provider_auralytik.output.parts import check_output_options
+from airflow_provider_auralytik.utils.listing import check_filter
 from airflow_provider_auralytik.utils.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
     UTC,
     DateWindow,
-    format_instant,
 )
 
 if TYPE_CHECKING:
     from airflow_provider_auralytik._compat import Context, ObjectStoragePath
+    from airflow_provider_auralytik.output.writer import PartWriter
     from airflow_provider_auralytik.utils.concurrency import OrderedMap, Prefetch
     from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.utils.progress import Progress
-    from airflow_provider_auralytik.utils.writer import PartWriter
 
 DEFAULT_MAX_RECORDS_PER_PART = 100_000
+#: More conversations fetched at once only trips the API's rate limit (and exhausts sockets).
+MAX_CONCURRENCY = 256
+#: A messages export fails, naming the connection's base URL, when its first ``NOT_FOUND_FIRST``
+#: fetches all answer 404, or when more than half of its fetches (at least ``NOT_FOUND_FIRST``) did:
+#: a wrong base path or an outage page, not conversations deleted since they were listed.
+NOT_FOUND_FIRST = 5
 
 
 def storage_url(path: ObjectStoragePath) -> str:
@@ -43,7 +49,7 @@ def export_summary(url: str, manifest: dict[str, Any], **extra: Any) -> dict[str
     """The small XCom an export returns: where it wrote, how many files, the counts. Never data."""
     return {
         "destination": url,
-        "manifest": f"{url}/_manifest.json",
+        "manifest": f"{url}/{MANIFEST_NAME}",
         "files": len(manifest["files"]),
         **extra,
         **manifest["counts"],
@@ -134,9 +140,9 @@ class _AuralytikExportOperator(BaseOperator):
         register_asset_alias(self, asset_alias)
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
-        check_format(file_format, compression)
-        if max_records_per_part < 1:
-            raise ValueError(f"max_records_per_part must be at least 1, not {max_records_per_part}.")
+        for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id), ("status", status)):
+            check_filter(name, value)  # rendered values are checked again when execute() builds the filters
+        check_output_options(file_format, compression, max_records_per_part)
         self.destination = destination
         self.destination_conn_id = destination_conn_id
         self.date_from = date_from
@@ -162,11 +168,16 @@ class _AuralytikExportOperator(BaseOperator):
         return ConversationFilters(channel_id=self.channel_id, campaign_id=self.campaign_id, status=self.status)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_auralytik.output.destination import check_destination, open_destination
+        from airflow_provider_auralytik.output.manifest import manifest_header
+        from airflow_provider_auralytik.output.snapshot import new_run_token
+        from airflow_provider_auralytik.output.writer import PartWriter
         from airflow_provider_auralytik.utils.listing import WindowListing
         from airflow_provider_auralytik.utils.progress import Progress
         from airflow_provider_auralytik.utils.schemas import get_schema
-        from airflow_provider_auralytik.utils.writer import PartWriter, resolve_destination
 
+        # Everything about the destination that can be wrong is found before the first request.
+        target = check_destination(self.destination, self.destination_conn_id)
         window, filters = DateWindow.resolve(self.date_from, self.date_to), self._filters()
         started = datetime.now(UTC)
         listing = WindowListing(self.hook, window, filters, page_size=self.page_size)
@@ -175,7 +186,7 @@ class _AuralytikExportOperator(BaseOperator):
             # The requests start now, while the destination is opened (its first use costs Airflow
             # a few hundred milliseconds of imports, and a remote store its connection).
             with self._stream(listing) as stream:
-                destination = resolve_destination(self.destination, self.destination_conn_id)
+                destination = open_destination(target)
                 self.log.info(
                     "Exporting Auralytik %s for %s%s to %s",
                     self.kind,
@@ -189,25 +200,21 @@ class _AuralytikExportOperator(BaseOperator):
                     max_records_per_part=self.max_records_per_part,
                     file_format=self.file_format,
                     schema=get_schema(self.kind),
+                    run_token=new_run_token(started),
                 )
                 with writer:
                     details = self._export(stream, listing, writer, progress)
                     # 429s answered to this export, and seconds the key's requests were paused by them.
                     details["rate_limit"] = self.hook.throttle_counts()
-                    manifest = writer.commit(
-                        {
-                            "manifest_version": 1,
-                            "kind": self.kind,
-                            "provider": "airflow-provider-auralytik",
-                            "provider_version": __version__,
-                            "api_host": self.hook.base_url,
-                            "window": window.as_dict(),
-                            "filters": filters.as_dict(),
-                            "started_at": format_instant(started),
-                            "finished_at": format_instant(datetime.now(UTC)),
-                            **details,
-                        }
+                    header = manifest_header(
+                        kind=self.kind,
+                        api_host=self.hook.base_url,
+                        window=window.as_dict(),
+                        filters=filters.as_dict(),
+                        started_at=started,
+                        finished_at=datetime.now(UTC),
                     )
+                    manifest = writer.commit({**header, **details})
         finally:
             self.hook.close()
         self.destination_path = destination
@@ -280,11 +287,15 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
     One JSON line per message: the message object as returned, plus ``conversationId``. Messages
     are fetched ``max_concurrency`` conversations at a time, and written in listing order.
 
-    :param max_concurrency: Conversations fetched at once (default 16).
+    :param max_concurrency: Conversations fetched at once (default 16, at most 256).
     :param pii_guard: Second line of defence on message text after the API's own masking:
         ``"mask"`` (default) masks phone numbers and e-mail addresses that slipped through,
         ``"fail"`` fails the task on the first one, ``"off"`` does not scan. Findings are counted
         in the manifest (never logged).
+
+    A conversation whose messages answer 404 (deleted since it was listed) is skipped and listed in
+    the manifest. When the first ``NOT_FOUND_FIRST`` (5) fetches all answer 404, or more than half of
+    the fetches (at least 5) did, the task fails naming the connection's base URL, committing nothing.
 
     .. seealso:: the other parameters in :class:`_AuralytikExportOperator`.
     """
@@ -295,6 +306,11 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         super().__init__(**kwargs)
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive integer, not {max_concurrency!r}.")
+        if max_concurrency > MAX_CONCURRENCY:
+            raise ValueError(
+                f"max_concurrency={max_concurrency} is more than {MAX_CONCURRENCY}: more requests in flight "
+                "only trip the API's rate limit; use at most 256 (the default 16 is usually enough)."
+            )
         if pii_guard not in ("mask", "fail", "off"):
             raise ValueError(f"pii_guard must be 'mask', 'fail' or 'off', not {pii_guard!r}.")
         self.max_concurrency = max_concurrency
@@ -310,6 +326,15 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             return conversation_id, self.hook.get_messages(conversation_id)
         except AuralytikNotFoundError:
             return conversation_id, None
+
+    def _not_found(self, missing: int, fetched: int) -> AuralytikNotFoundError:
+        """Most fetches answered 404: the base URL is likely wrong; nothing is committed."""
+        return AuralytikNotFoundError(
+            f"GET /conversations/{{id}}/messages answered HTTP 404 for {missing} of {fetched} listed conversations: "
+            f"the base URL of connection {self.auralytik_conn_id!r} ({self.hook.base_url}) likely points at the "
+            "wrong path or an outage page; fix its host (e.g. https://api.auralytik.com/v1). Nothing was committed.",
+            status=404,
+        )
 
     def _stream(self, listing: WindowListing) -> OrderedMap[dict[str, Any], tuple[str, list[dict[str, Any]] | None]]:
         from airflow_provider_auralytik.utils.concurrency import OrderedMap
@@ -331,6 +356,8 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         conversations = 0
         for conversation_id, messages in stream:
             conversations += 1
+            if messages is None and len(skipped) + 1 == conversations == NOT_FOUND_FIRST:
+                raise self._not_found(NOT_FOUND_FIRST, NOT_FOUND_FIRST)
             if messages is None:
                 self.log.warning("Conversation %s is gone (404) since it was listed: skipped.", conversation_id)
                 skipped.append({"conversation_id": conversation_id, "reason": "not found (404) after listing"})
@@ -338,6 +365,8 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
                 for message in messages:
                     writer.write({**guard.check_message(message), "conversationId": conversation_id})
             progress.add()
+        if conversations >= NOT_FOUND_FIRST and 2 * len(skipped) > conversations:
+            raise self._not_found(len(skipped), conversations)
         return {
             "counts": {
                 "conversations": conversations,

@@ -75,9 +75,9 @@ def test_conversations_export_is_exact_and_described_by_its_manifest(api, tmp_pa
     assert manifest["window"] == {"date_from": "2026-03-02T00:00:00Z", "date_to": "2026-03-03T00:00:00Z"}
     assert manifest["counts"] == {"conversations": 120}
     assert manifest["api_host"] == sandbox.url
-    assert [f["path"] for f in manifest["files"]] == ["part-00000.jsonl.gz"]
+    assert [f["path"] for f in manifest["files"]] == [f"part-{manifest['run_token']}-00000.jsonl.gz"]
     assert manifest["files"][0]["rows"] == 120
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["_manifest.json", "part-00000.jsonl.gz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_manifest.json", manifest["files"][0]["path"]]
     assert summary == {
         "destination": f"file://{tmp_path}",
         "manifest": f"file://{tmp_path}/_manifest.json",
@@ -103,7 +103,8 @@ def test_parts_roll_and_uncompressed_output(api, tmp_path):
     api()
     conversations_op(tmp_path, compression=None, max_records_per_part=50).execute(context={})
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["_manifest.json", "part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    token = json.loads((tmp_path / "_manifest.json").read_text())["run_token"]
+    assert names == ["_manifest.json", *(f"part-{token}-0000{i}.jsonl" for i in range(3))]
     assert [len((tmp_path / n).read_text().splitlines()) for n in names[1:]] == [50, 50, 20]
 
 
@@ -113,20 +114,20 @@ def test_rerun_replaces_the_earlier_output(api, tmp_path):
     assert len(list(tmp_path.glob("part-*"))) == 5
     (tmp_path / "notes.txt").write_text("not ours")
     conversations_op(tmp_path).execute(context={})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["_manifest.json", "notes.txt", "part-00000.jsonl.gz"]
+    token = json.loads((tmp_path / "_manifest.json").read_text())["run_token"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_manifest.json", "notes.txt", f"part-{token}-00000.jsonl.gz"]
     assert len(read_parts(tmp_path)) == 120
 
 
-def test_failed_run_leaves_no_manifest_and_a_rerun_recovers(api, tmp_path):
+def test_failed_rerun_keeps_the_earlier_snapshot_and_a_rerun_recovers(api, tmp_path):
     sandbox = api()
     conversations_op(tmp_path).execute(context={})
-    assert (tmp_path / "_manifest.json").exists()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     sandbox.config.rate_5xx = 1.0  # every request fails, beyond the retry budget
     with pytest.raises(Exception, match="still failing after 3 attempts"):
         messages_op(tmp_path).execute(context={})
-    assert not (tmp_path / "_manifest.json").exists()
-    assert list(tmp_path.glob("part-*")) == []
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the earlier snapshot, untouched
 
     sandbox.config.rate_5xx = 0.0
     messages_op(tmp_path).execute(context={})
@@ -285,12 +286,12 @@ def test_export_to_s3_through_an_airflow_connection(api, s3_server):
         date_to=NEXT,
         max_records_per_part=100,
     ).execute(context={})
+    manifest = json.loads(s3_server.get(f"{prefix}/_manifest.json"))
     assert s3_server.keys(prefix) == [
         f"{prefix}/_manifest.json",
-        f"{prefix}/part-00000.jsonl.gz",
-        f"{prefix}/part-00001.jsonl.gz",
+        f"{prefix}/part-{manifest['run_token']}-00000.jsonl.gz",
+        f"{prefix}/part-{manifest['run_token']}-00001.jsonl.gz",
     ]
-    manifest = json.loads(s3_server.get(f"{prefix}/_manifest.json"))
     rows = [
         json.loads(line)
         for part in manifest["files"]
@@ -307,7 +308,8 @@ def test_export_to_s3_through_an_airflow_connection(api, s3_server):
         date_from=DAY,
         date_to=NEXT,
     ).execute(context={})
-    assert s3_server.keys(prefix) == [f"{prefix}/_manifest.json", f"{prefix}/part-00000.jsonl.gz"]
+    token = json.loads(s3_server.get(f"{prefix}/_manifest.json"))["run_token"]
+    assert s3_server.keys(prefix) == [f"{prefix}/_manifest.json", f"{prefix}/part-{token}-00000.jsonl.gz"]
 
 
 def test_parquet_takes_its_own_codecs_and_jsonl_does_not(tmp_path):
