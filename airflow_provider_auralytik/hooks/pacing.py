@@ -55,6 +55,8 @@ MIN_WINDOW = 1.0
 DEFAULT_PAUSE = 1.0
 #: Waiters wake at most this much after a pause ends, spread at random.
 PAUSE_JITTER = 0.05
+#: Share of an interval a late request may make up for (burst of at most 1 + CATCH_UP).
+CATCH_UP = 0.1
 #: Longest wait for an in-flight slot before checking again.
 MAX_SLOT_POLL = 0.02
 
@@ -112,6 +114,7 @@ class Pacer:
         self._accepted: deque[float] = deque()
         self._first_answer: float | None = None
         self._latency = 0.0
+        self._held_by_rate = False
         #: Totals since creation: 429 answers, and wall-clock seconds every request was held by a pause.
         self.throttled = 0
         self.paused_seconds = 0.0
@@ -131,10 +134,12 @@ class Pacer:
                 return min(MAX_SLOT_POLL, max(0.001, self._latency / max(self._limit, 1.0)))
             if self._rate is not None:
                 if self._next_slot > now:
+                    self._held_by_rate = True
                     return self._next_slot - now
-                # At most one interval of catch-up after a late wake-up: a burst of two, never more.
+                # A wake-up a little late keeps its slot (the schedule does not drift); an idle spell
+                # earns no burst: the next request waits nearly a whole interval.
                 interval = 1.0 / self._rate
-                self._next_slot = max(self._next_slot, now - interval) + interval
+                self._next_slot = max(self._next_slot, now - CATCH_UP * interval) + interval
             self._in_flight += 1
             return 0.0
 
@@ -159,11 +164,17 @@ class Pacer:
         with self._lock:
             self._in_flight -= 1
 
-    def _measured_rate(self, now: float) -> float:
+    def _measured_rate(self, now: float) -> float | None:
+        """Answers (not 429) per second over the last ``WINDOW`` s of sending, ``None`` with less than
+        ``MIN_WINDOW`` s of it (a pause is not sending: it would read as a low rate)."""
         while self._accepted and self._accepted[0] < now - WINDOW:
             self._accepted.popleft()
-        history = now - (self._first_answer if self._first_answer is not None else now)
-        return len(self._accepted) / max(min(WINDOW, history), MIN_WINDOW)
+        start = max(now - WINDOW, self._first_answer if self._first_answer is not None else now)
+        if self._pause_until <= now:
+            start = max(start, self._pause_until)
+        if now - start < MIN_WINDOW:
+            return None
+        return sum(1 for t in self._accepted if t >= start) / (now - start)
 
     def _on_429(self, now: float, sent_at: float, pause: float) -> None:
         self.throttled += 1
@@ -172,15 +183,18 @@ class Pacer:
             self.paused_seconds += until - max(now, self._pause_until)
             self._pause_until = until
         self._next_slot = max(self._next_slot, self._pause_until)
-        if sent_at < self._last_cut:
+        if sent_at <= self._last_cut:
             return  # sent before the last cut: the same episode, already acted on
         measured = self._measured_rate(now)
         before = self._rate
-        base = measured if before is None else min(before, measured)
+        if measured is None:  # a burst (the first one), or right after a pause: trust the allowed rate
+            base = before if before is not None else len(self._accepted) / MIN_WINDOW
+        else:
+            base = measured if before is None else min(before, measured)
         self._rate = max(MIN_RATE, BETA * base)
         if self.max_rate is not None:
             self._rate = min(self._rate, self.max_rate)
-        self._rate_before_cut = before if before is not None else measured
+        self._rate_before_cut = before if before is not None else base
         self._step = max(MIN_STEP, STEP_SHARE * self._rate)
         self._limit = max(1.0, math.floor(self._limit * BETA))
         self._slow_start = False
@@ -207,8 +221,9 @@ class Pacer:
         self._limit = min(float(self.max_concurrency), self._limit + 1)
         if self._rate is None or (self.max_rate is not None and self._rate >= self.max_rate):
             return
-        if self._measured_rate(now) < 0.8 * self._rate:
+        if not self._held_by_rate:
             return  # the rate is not what holds the requests back: raising it would prove nothing
+        self._held_by_rate = False
         self._rate += self._step
         if self.max_rate is not None:
             self._rate = min(self._rate, self.max_rate)
