@@ -67,15 +67,6 @@ class Store:
             self._s3.put(self._prefix + name, data)
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "local":
-        return Store("local", str(tmp_path / "out"), None, tmp_path)
-    s3 = request.getfixturevalue("s3_server")
-    url = s3.url(f"exports/{uuid.uuid4().hex}/day=2024-01-15")
-    return Store("s3", url, s3.conn_id, tmp_path, s3)
-
-
 def records(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"id": f"c{i:06d}", "n": i, "status": "completed", "tags": ["a", "b"]} for i in range(start, start + n)]
 
