@@ -8,6 +8,10 @@ __version__ = "0.1.0"
 
 _PKG = "airflow_provider_auralytik"
 
+#: The user documentation (the ``docs/`` folder of the repository): linked from Airflow's providers
+#: page and from errors that need more than one line of explanation.
+DOCS_URL = "https://github.com/auralytik/airflow-provider-auralytik/blob/main/docs"
+
 #: The connection form, declared the Airflow 3.2+ way (``ui-field-behaviour`` in the provider info,
 #: read by the API server without importing the hook). Airflow 3.0/3.1 read the same thing from
 #: ``AuralytikHook.get_ui_field_behaviour()`` (snake_case keys); tests keep the two identical.
@@ -53,7 +57,7 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": "Auralytik",
-                "external-doc-url": "https://api.auralytik.com/v1",
+                "external-doc-url": f"{DOCS_URL}/index.md",
                 "tags": ["service"],
             }
         ],

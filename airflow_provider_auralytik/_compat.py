@@ -39,6 +39,7 @@ if TYPE_CHECKING or AIRFLOW_V_3_1_PLUS:
     from airflow.sdk import BaseHook, conf
     from airflow.sdk.exceptions import (
         AirflowException,
+        AirflowNotFoundException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
         AirflowSkipException,
@@ -48,6 +49,7 @@ else:  # Airflow 3.0
     from airflow.configuration import conf
     from airflow.exceptions import (
         AirflowException,
+        AirflowNotFoundException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
         AirflowSkipException,
@@ -74,6 +76,7 @@ __all__ = [
     "AIRFLOW_VERSION",
     "AIRFLOW_V_3_1_PLUS",
     "AirflowException",
+    "AirflowNotFoundException",
     "AirflowRescheduleException",
     "AirflowSensorTimeout",
     "AirflowSkipException",

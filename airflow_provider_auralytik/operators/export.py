@@ -22,9 +22,12 @@ from airflow_provider_auralytik.utils.window import (
     DEFAULT_DATE_TO,
     UTC,
     DateWindow,
+    explain_missing_data_interval,
 )
 
 if TYPE_CHECKING:
+    import jinja2
+
     from airflow_provider_auralytik._compat import Context, ObjectStoragePath
     from airflow_provider_auralytik.output.writer import PartWriter
     from airflow_provider_auralytik.utils.concurrency import OrderedMap, Prefetch
@@ -155,6 +158,11 @@ class _AuralytikExportOperator(BaseOperator):
         self.max_records_per_part = max_records_per_part
         self.file_format = file_format
         self.auralytik_conn_id = auralytik_conn_id
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        # ``destination="...date={{ data_interval_start | ds }}"`` in a run without a data interval.
+        with explain_missing_data_interval():
+            super().render_template_fields(context, jinja_env)
 
     # -- parts shared by both exports ------------------------------------------------------
 

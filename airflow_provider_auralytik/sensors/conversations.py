@@ -12,9 +12,16 @@ from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikU
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
 from airflow_provider_auralytik.utils.completion import check_conversation_ids
 from airflow_provider_auralytik.utils.listing import check_filter
-from airflow_provider_auralytik.utils.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, DateWindow
+from airflow_provider_auralytik.utils.window import (
+    DEFAULT_DATE_FROM,
+    DEFAULT_DATE_TO,
+    DateWindow,
+    explain_missing_data_interval,
+)
 
 if TYPE_CHECKING:
+    import jinja2
+
     from airflow_provider_auralytik._compat import Context
     from airflow_provider_auralytik.utils.completion import Check, CompletionMemory
 
@@ -68,6 +75,10 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
         if deferrable is None:
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = deferrable
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        with explain_missing_data_interval():  # a run without a data interval: say what to do
+            super().render_template_fields(context, jinja_env)
 
     @cached_property
     def hook(self) -> AuralytikHook:

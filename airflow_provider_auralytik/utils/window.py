@@ -6,8 +6,10 @@ operators, the sensor and the trigger. Standard library only: it is imported whe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,9 +17,50 @@ from typing import Any
 UTC = timezone.utc
 _SECOND = timedelta(seconds=1)
 
-#: Default templates: the DAG run's data interval.
-DEFAULT_DATE_FROM = "{{ data_interval_start }}"
-DEFAULT_DATE_TO = "{{ data_interval_end }}"
+#: Default templates: the DAG run's data interval. A run without one (triggered without a logical
+#: date) has no ``data_interval_*`` in its context: they render empty, and :meth:`DateWindow.resolve`
+#: says what to do, instead of Jinja's "'data_interval_start' is undefined".
+DEFAULT_DATE_FROM = "{{ data_interval_start if data_interval_start is defined else '' }}"
+DEFAULT_DATE_TO = "{{ data_interval_end if data_interval_end is defined else '' }}"
+
+#: Why a task has no window, and the two ways to give it one.
+NO_DATA_INTERVAL = (
+    "This DAG run has no data interval (it was triggered without a logical date), so the task has no "
+    "window: trigger the run with a logical date (airflow dags trigger --logical-date ..., the UI's "
+    "'Logical date' field, or logical_date in the REST API) or pass date_from and date_to."
+)
+
+#: Context keys Airflow sets only for a run with a logical date (and so a data interval).
+_INTERVAL_KEYS = (
+    "data_interval_start",
+    "data_interval_end",
+    "logical_date",
+    "ds",
+    "ds_nodash",
+    "ts",
+    "ts_nodash",
+    "ts_nodash_with_tz",
+    "prev_data_interval_start_success",
+    "prev_data_interval_end_success",
+)
+
+
+@contextlib.contextmanager
+def explain_missing_data_interval() -> Iterator[None]:
+    """
+    Turn Jinja's ``'data_interval_start' is undefined`` into :data:`NO_DATA_INTERVAL`.
+
+    Wraps an operator's template rendering: a template such as ``date={{ data_interval_start | ds }}``
+    in ``destination`` fails before the task can say anything itself.
+    """
+    from jinja2 import UndefinedError
+
+    try:
+        yield
+    except UndefinedError as exc:
+        if any(f"'{key}' is undefined" in str(exc) for key in _INTERVAL_KEYS):
+            raise ValueError(f"{NO_DATA_INTERVAL} (Jinja: {exc})") from None
+        raise
 
 
 class EmptyWindowError(ValueError):
@@ -136,12 +179,9 @@ class DateWindow:
         Refuses an empty window: Airflow 3's default timetable gives a run a zero-length data
         interval, and exporting "nothing" successfully would hide a day of missing data.
         """
-        # A template over a missing data interval renders to "None".
+        # The default templates render empty without a data interval; "None" is a None rendered.
         if date_from in (None, "", "None") or date_to in (None, "", "None"):
-            raise ValueError(
-                "date_from and date_to are required: the DAG run has no data interval. Schedule the DAG "
-                "with a CronDataIntervalTimetable or pass date_from/date_to explicitly."
-            )
+            raise ValueError(NO_DATA_INTERVAL)
         assert date_from is not None
         assert date_to is not None
         window = cls(parse_instant(date_from, name="date_from"), parse_instant(date_to, name="date_to"))

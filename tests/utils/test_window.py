@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pendulum
 import pytest
@@ -16,6 +17,7 @@ from airflow_provider_auralytik.utils.window import (
     DateWindow,
     EmptyWindowError,
     created_at,
+    explain_missing_data_interval,
     format_instant,
     parse_instant,
     window_slices,
@@ -178,9 +180,11 @@ def test_reversed_by_a_microsecond():
     [(None, "2024-01-16T00:00:00Z"), ("2024-01-15T00:00:00Z", None), (None, None), ("", ""), ("", DAY.end)],
 )
 def test_resolve_missing_bound(date_from, date_to):
-    with pytest.raises(ValueError, match="date_from and date_to are required") as info:
+    with pytest.raises(ValueError, match="has no data interval") as info:
         DateWindow.resolve(date_from, date_to)
-    assert "CronDataIntervalTimetable" in str(info.value)
+    # Says both ways out: a logical date for the run, or an explicit window.
+    assert "logical date" in str(info.value)
+    assert "pass date_from and date_to" in str(info.value)
     assert not isinstance(info.value, EmptyWindowError)
 
 
@@ -191,9 +195,39 @@ def test_resolve_naive_and_garbage_name_the_argument():
         DateWindow.resolve("2024-01-15T00:00:00Z", "tomorrow")
 
 
+def _render(template: str, **context: Any) -> str:
+    import jinja2
+
+    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(**context)
+
+
 def test_default_templates_are_the_data_interval():
-    assert DEFAULT_DATE_FROM == "{{ data_interval_start }}"
-    assert DEFAULT_DATE_TO == "{{ data_interval_end }}"
+    start, end = utc(2024, 1, 15), utc(2024, 1, 16)
+    context = {"data_interval_start": start, "data_interval_end": end}
+    assert _render(DEFAULT_DATE_FROM, **context) == str(start)
+    assert _render(DEFAULT_DATE_TO, **context) == str(end)
+    assert DateWindow.resolve(_render(DEFAULT_DATE_FROM, **context), _render(DEFAULT_DATE_TO, **context)) == (
+        DateWindow(start, end)
+    )
+
+
+def test_default_templates_without_a_data_interval_reach_the_clear_error():
+    # Airflow leaves data_interval_* out of the context of a run without a logical date; under
+    # StrictUndefined a plain "{{ data_interval_start }}" would fail in Jinja, before the task.
+    rendered = _render(DEFAULT_DATE_FROM), _render(DEFAULT_DATE_TO)
+    with pytest.raises(ValueError, match="has no data interval"):
+        DateWindow.resolve(*rendered)
+
+
+def test_undefined_interval_in_any_template_becomes_the_clear_error():
+    import jinja2
+
+    with pytest.raises(ValueError, match="has no data interval") as info, explain_missing_data_interval():
+        _render("s3://lake/date={{ data_interval_start.strftime('%Y-%m-%d') }}")
+    assert "pass date_from and date_to" in str(info.value)
+    # Any other undefined name is the user's own mistake: Jinja's error is left alone.
+    with pytest.raises(jinja2.UndefinedError, match="'my_typo' is undefined"), explain_missing_data_interval():
+        _render("{{ my_typo }}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,11 +455,10 @@ def test_window_slices_refuses_empty_reversed_and_missing():
         window_slices("2024-01-15T00:00:00Z", "2024-01-15T00:00:00Z", 3)
     with pytest.raises(ValueError, match="swap them"):
         window_slices("2024-01-16T00:00:00Z", "2024-01-15T00:00:00Z", 3)
-    with pytest.raises(ValueError, match="required"):
+    with pytest.raises(ValueError, match="pass date_from and date_to"):
         window_slices(None, "2024-01-15T00:00:00Z", 3)  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(ValueError, match="parts must be at least 1"):
         window_slices("2024-01-15T00:00:00Z", "2024-01-16T00:00:00Z", 0)
-
 
 
 # ---------------------------------------------------------------------------------------------
