@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from bisect import bisect_left, insort
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -112,6 +112,12 @@ class SandboxConfig:
     crowded_second: int = 0
     #: Conversations deleted, one after each of the next listing answers, taken from the page just served.
     delete_during_listing: int = 0
+    #: Conversations kept ``active`` (serving only the first half of their messages): a list of ids, or a
+    #: count per day (that many of each day's last-created conversations). See ``Sandbox.hold``/``complete``.
+    hold_active: int | Sequence[str] = 0
+    #: Seconds after the sandbox starts at which ``hold_active`` conversations complete; 0: until
+    #: ``Sandbox.complete(id)`` is called.
+    hold_for: float = 0.0
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -134,6 +140,14 @@ class SandboxConfig:
             raise ValueError(f"total_count_mode must be one of {', '.join(TOTAL_COUNT_MODES)}")
         if self.crowded_second < 0 or self.delete_during_listing < 0:
             raise ValueError("crowded_second and delete_during_listing must be >= 0")
+        hold = self.hold_active
+        if isinstance(hold, bool) or not (
+            (isinstance(hold, int) and hold >= 0)
+            or (isinstance(hold, (list, tuple)) and all(isinstance(i, str) and i for i in hold))
+        ):
+            raise ValueError(f"hold_active must be a count >= 0 or a list of conversation ids, got {hold!r}")
+        if self.hold_for < 0:
+            raise ValueError("hold_for must be >= 0")
         for name in ("rate_429", "rate_5xx", "rate_drop", "rate_malformed", "pii_leak_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -434,6 +448,19 @@ class Dataset:
         lo = 0 if to_us_incl is None else bisect_left(records, (-to_us_incl, ""), key=_sort_key)
         hi = len(records) if from_us is None else bisect_left(records, (-from_us + 1, ""), key=_sort_key)
         return lo, max(lo, hi)
+
+    def held_ids(self) -> list[str]:
+        """The conversations ``config.hold_active`` names: its ids, or each day's last-created ``hold_active``."""
+        hold = self.config.hold_active
+        if not isinstance(hold, int):
+            return list(hold)
+        if hold == 0:
+            return []
+        by_day: dict[int, list[ConversationRecord]] = {}
+        with self.lock:
+            for record in self.records:  # newest first
+                by_day.setdefault(record.created_us // (SECONDS_PER_DAY * US), []).append(record)
+        return [r.id for day in sorted(by_day) for r in by_day[day][:hold]]
 
     # -- mutations ----------------------------------------------------------------------------------------
     def _new_id_locked(self) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from airflow_provider_auralytik.sandbox.data import (
+    STATUS_ACTIVE,
     STATUS_COMPLETED,
     US,
     ConversationRecord,
@@ -402,6 +403,12 @@ class Sandbox:
         self.deleted_ids: list[str] = []
         self._first_counts: dict[tuple[Any, ...], int] = {}
         self._t0 = time.time()
+        #: Conversations held ``active`` (id -> epoch seconds they are released at) and ones completed on demand.
+        self._held: dict[str, float] = {}
+        self._done: set[str] = set()
+        self.hold(*self._data.held_ids(), seconds=self.config.hold_for or None)
+        #: ``(kind, path with query)`` of every request since the last ``reset_stats()``.
+        self.request_log: list[tuple[str, str]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -508,10 +515,7 @@ class Sandbox:
 
     def messages(self, conversation_id: str, exclude_pii: bool = False) -> list[dict[str, Any]]:
         """The messages the API returns for that conversation (raises ``KeyError`` if unknown)."""
-        record = self._data.by_id[conversation_id]
-        return generate_messages(
-            self.config.seed, record, exclude_pii=exclude_pii, pii_leak_rate=self.config.pii_leak_rate
-        )
+        return self._messages(self._data.by_id[conversation_id], exclude_pii)
 
     def add_conversation(self, **fields: Any) -> dict[str, Any]:
         """Insert a conversation; API field names (``createdAt``, ``channelId``, …) override the
@@ -536,17 +540,81 @@ class Sandbox:
 
     def reset_stats(self) -> None:
         self.stats.reset()
+        self.request_log.clear()
+
+    def hold(self, *conversation_ids: str, seconds: float | None = None) -> None:
+        """Keep these conversations ``active`` (``endedAt`` null, only the first half of their messages
+        served) for ``seconds``, or until :meth:`complete`. Conversations added with a fixed ``status``
+        are not affected. ``KeyError`` for an unknown id."""
+        until = math.inf if seconds is None else time.time() + seconds
+        for conversation_id in conversation_ids:
+            self._data.by_id[conversation_id]  # raises KeyError for an unknown id
+            self._held[conversation_id] = until
+            self._done.discard(conversation_id)
+
+    def complete(self, *conversation_ids: str) -> None:
+        """Complete these conversations now (held or not): ``completed``, every message served."""
+        for conversation_id in conversation_ids:
+            self._data.by_id[conversation_id]  # raises KeyError for an unknown id
+            self._held.pop(conversation_id, None)
+            self._done.add(conversation_id)
+
+    @property
+    def held_ids(self) -> list[str]:
+        """The conversations held ``active`` right now."""
+        now = time.time()
+        return sorted(cid for cid, until in self._held.items() if now < until)
+
+    def requests_for(self, date_from: datetime | date | str, date_to: datetime | date | str) -> list[str]:
+        """The logged requests about ``[date_from, date_to)``: listings whose range meets it, and fetches of
+        conversations created in it (by id or their messages)."""
+        low, high = to_us(date_from), to_us(date_to)
+        touched: list[str] = []
+        for kind, path in list(self.request_log):
+            split = urlsplit(path)
+            if kind == "list":
+                params = parse_qs(split.query)
+                start = _date_param(params, "dateFrom")
+                end = _date_param(params, "dateTo")
+                if (start is None or start < high) and (end is None or end >= low):
+                    touched.append(path)
+            elif kind in ("get", "messages"):
+                record = self._data.by_id.get(str(_route(split.path)[1]))
+                if record is not None and low <= record.created_us < high:
+                    touched.append(path)
+        return touched
 
     # -- request handling ----------------------------------------------------------------------------------
+    def _completed(self, record: ConversationRecord, now: float) -> bool:
+        if record.fixed:
+            return record.fields.get("status") == STATUS_COMPLETED
+        if record.id in self._done:
+            return True
+        if self._is_held(record, now):
+            return False
+        return now >= record.completes_at(self._t0, self.config.complete_within)
+
+    def _is_held(self, record: ConversationRecord, now: float) -> bool:
+        return not record.fixed and now < self._held.get(record.id, -math.inf)
+
+    def _status(self, record: ConversationRecord, now: float) -> str:
+        if record.fixed:
+            return str(record.fields.get("status"))
+        return STATUS_COMPLETED if self._completed(record, now) else STATUS_ACTIVE
+
     def _record_dict(self, record: ConversationRecord, now: float) -> dict[str, Any]:
-        status = record.status_at(now, self._t0, self.config.complete_within)
-        return record.as_dict(status == STATUS_COMPLETED)
+        return record.as_dict(self._completed(record, now))
 
     def _record_json(self, record: ConversationRecord, now: float) -> str:
-        if record.fixed:
-            return record.json(True, _dumps)
-        completed = now >= record.completes_at(self._t0, self.config.complete_within)
-        return record.json(completed, _dumps)
+        return record.json(record.fixed or self._completed(record, now), _dumps)
+
+    def _messages(self, record: ConversationRecord, exclude_pii: bool) -> list[dict[str, Any]]:
+        messages = generate_messages(
+            self.config.seed, record, exclude_pii=exclude_pii, pii_leak_rate=self.config.pii_leak_rate
+        )
+        if self._is_held(record, time.time()):
+            return messages[: max(1, (len(messages) + 1) // 2)]  # a conversation still going on
+        return messages
 
     def _roll_fault(self) -> str | None:
         cfg = self.config
@@ -582,6 +650,7 @@ class Sandbox:
             kind, conv_id = _route(split.path)
             if handler.command != "GET":
                 kind = "other"
+            self.request_log.append((kind, handler.path))
             scheme, _, token = handler.headers.get("Authorization", "").strip().partition(" ")
             if scheme.lower() != "bearer" or token.strip() != self.config.api_key:
                 response = _Response(
@@ -638,9 +707,7 @@ class Sandbox:
             if kind == "get":
                 return _Response(200, self._record_json(record, time.time()).encode())
             exclude = handler.headers.get("X-Exclude-PII", "").strip().lower() in _TRUE
-            messages = generate_messages(
-                self.config.seed, record, exclude_pii=exclude, pii_leak_rate=self.config.pii_leak_rate
-            )
+            messages = self._messages(record, exclude)
             return _Response(200, _dumps({"conversationId": record.id, "messages": messages}).encode())
         return _Response(404, _error_body("not_found", f"no route for {handler.path.split('?')[0]!r}"))
 
@@ -660,7 +727,6 @@ class Sandbox:
         campaign = _str_param(params, "campaignId")
         status = _str_param(params, "status")
         now = time.time()
-        t0, within = self._t0, self.config.complete_within
         offset = (page - 1) * page_size
         data = self._data
         with data.lock:
@@ -679,7 +745,7 @@ class Sandbox:
                         continue
                     if campaign is not None and fields.get("campaignId") != campaign:
                         continue
-                    if status is not None and r.status_at(now, t0, within) != status:
+                    if status is not None and self._status(r, now) != status:
                         continue
                     matched.append(r)
                 total = len(matched)
