@@ -33,6 +33,8 @@ from airflow_provider_auralytik.hooks.auralytik import (
     AuralytikNotFoundError,
     AuralytikUnavailableError,
 )
+from airflow_provider_auralytik.utils.listing import ListingError
+from airflow_provider_auralytik.utils.window import format_instant, parse_instant
 
 UTC = timezone.utc
 KEY = "test-key-do-not-log"
@@ -63,6 +65,39 @@ def page(ids: list[str] | range, total: int, page_no: int = 1, page_size: int = 
         "pageSize": page_size,
         "totalCount": total,
     }
+
+
+A_DAY = {"date_from": "2024-01-15T00:00:00Z", "date_to": "2024-01-16T00:00:00Z"}
+
+
+def spread_over_a_day(count: int) -> list[dict[str, Any]]:
+    step = 86_000 // max(count, 1)
+    start = datetime(2024, 1, 15, tzinfo=UTC)
+    return [
+        {
+            "id": f"c{i:03d}",
+            "status": "completed",
+            "createdAt": format_instant(start + timedelta(seconds=11 + step * i)),
+        }
+        for i in range(count)
+    ]
+
+
+def window_server(
+    conversations: list[dict[str, Any]], count: Callable[[int, int], int] = lambda n, shown: n
+) -> Callable[[Any, Any], dict[str, Any]]:
+    """A ``GET /conversations`` callback: inclusive bounds, newest first, first page only, ``count`` for totalCount."""
+
+    def answer(request: Any, context: Any) -> dict[str, Any]:
+        q = dict(query(request))
+        low, high = parse_instant(q["dateFrom"]), parse_instant(q["dateTo"])
+        matched = [c for c in conversations if low <= parse_instant(c["createdAt"]) <= high]
+        matched.sort(key=lambda c: c["createdAt"], reverse=True)
+        size = int(q["pageSize"])
+        data = matched[:size]
+        return {"data": data, "page": 1, "pageSize": size, "totalCount": count(len(matched), len(data))}
+
+    return answer
 
 
 def query(request: Any) -> list[tuple[str, str]]:
@@ -418,10 +453,16 @@ def test_messages_always_request_pii_masking(m, hook):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_no_filters_sends_only_paging(m, hook):
+def test_no_filters_lists_between_the_open_bounds(m, hook):
     m.get(LIST_URL, json=page([], 0))
     list(hook.list_conversations())
-    assert query(m.last_request) == [("page", "1"), ("pageSize", "100")]
+    # Open sides: LISTING_EARLIEST/LISTING_LATEST, widened by a second like every window.
+    assert query(m.last_request) == [
+        ("dateFrom", "1969-12-31T23:59:59Z"),
+        ("dateTo", "2100-01-01T00:00:01Z"),
+        ("page", "1"),
+        ("pageSize", "100"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -450,21 +491,19 @@ def test_no_filters_sends_only_paging(m, hook):
 )
 def test_each_filter_maps_to_its_query_param(m, hook, kwargs, param, value):
     m.get(LIST_URL, json=page([], 0))
-    list(hook.list_conversations(page_size=25, **kwargs))
+    hook.get_conversations_page(page_size=25, **kwargs)
     assert query(m.last_request) == [(param, value), ("page", "1"), ("pageSize", "25")]
 
 
 def test_all_filters_together(m, hook):
     m.get(LIST_URL, json=page([], 0))
-    list(
-        hook.list_conversations(
-            channel_id="ch_whatsapp",
-            campaign_id="camp_456",
-            status="completed",
-            date_from=pendulum.datetime(2024, 1, 15, tz="Europe/Paris"),
-            date_to="2024-01-16T00:00:00+01:00",
-            page_size=50,
-        )
+    hook.get_conversations_page(
+        channel_id="ch_whatsapp",
+        campaign_id="camp_456",
+        status="completed",
+        date_from=pendulum.datetime(2024, 1, 15, tz="Europe/Paris"),
+        date_to="2024-01-16T00:00:00+01:00",
+        page_size=50,
     )
     assert query(m.last_request) == [
         ("channelId", "ch_whatsapp"),
@@ -477,14 +516,24 @@ def test_all_filters_together(m, hook):
     ]
 
 
-def test_filters_are_repeated_on_every_page(m, hook):
-    m.get(LIST_URL, [{"json": page(range(2), 3, 1, 2)}, {"json": page(range(2, 3), 3, 2, 2)}])
-    got = list(hook.list_conversations(channel_id="ch", status="completed", page_size=2))
-    assert [c["id"] for c in got] == ["0", "1", "2"]
-    assert [query(r) for r in m.request_history] == [
-        [("channelId", "ch"), ("status", "completed"), ("page", "1"), ("pageSize", "2")],
-        [("channelId", "ch"), ("status", "completed"), ("page", "2"), ("pageSize", "2")],
-    ]
+@pytest.mark.parametrize("value", [["ch_a", "ch_b"], ("ch_a",), 42])
+def test_filter_that_is_not_one_string_sends_nothing(m, hook, value):
+    m.get(requests_mock.ANY, json=page([], 0))
+    with pytest.raises(ValueError, match="channel_id must be"):
+        hook.list_conversations(channel_id=value)
+    with pytest.raises(ValueError, match="channel_id must be"):
+        hook.get_conversations_page(channel_id=value)
+    assert m.call_count == 0
+
+
+def test_filters_are_repeated_on_every_request(m, hook):
+    m.get(LIST_URL, json=window_server(spread_over_a_day(30)))
+    got = list(hook.list_conversations(channel_id="ch", status="completed", page_size=10, **A_DAY))
+    assert len(got) == 30
+    assert m.call_count > 1
+    for request in m.request_history:
+        assert dict(query(request))["channelId"] == "ch"
+        assert dict(query(request))["status"] == "completed"
 
 
 def test_get_conversations_page_returns_the_page(m, hook):
@@ -505,37 +554,32 @@ def test_single_page(m, hook):
     assert m.call_count == 1
 
 
-def test_exact_multiple_of_page_size_stops_at_total(m, hook):
-    m.get(
-        LIST_URL,
-        [
-            {"json": page(range(0, 10), 20, 1)},
-            {"json": page(range(10, 20), 20, 2)},
-            {"json": page([], 20, 3)},  # must never be asked for
-        ],
-    )
-    got = list(hook.list_conversations(page_size=10))
-    assert [c["id"] for c in got] == [str(i) for i in range(20)]
-    assert pages_requested(m) == [1, 2]
+def test_never_pages_by_number_and_is_exact(m, hook):
+    conversations = spread_over_a_day(250)
+    m.get(LIST_URL, json=window_server(conversations))
+    got = [c["id"] for c in hook.list_conversations(page_size=10, **A_DAY)]
+    assert sorted(got) == sorted(c["id"] for c in conversations)
+    assert pages_requested(m) == [1] * m.call_count
 
 
-def test_short_last_page(m, hook):
-    m.get(
-        LIST_URL,
-        [
-            {"json": page(range(0, 10), 25, 1)},
-            {"json": page(range(10, 20), 25, 2)},
-            {"json": page(range(20, 25), 25, 3)},
-        ],
-    )
-    assert len(list(hook.list_conversations(page_size=10))) == 25
-    assert pages_requested(m) == [1, 2, 3]
+@pytest.mark.parametrize("total", [0, 3, 10, 1000])
+def test_short_page_is_complete_whatever_total_count_says(m, hook, total):
+    m.get(LIST_URL, json=page(["a", "b", "c"], total))
+    assert [c["id"] for c in hook.list_conversations(page_size=10)] == ["a", "b", "c"]
+    assert m.call_count == 1
 
 
-def test_short_page_stops_even_if_total_announces_more(m, hook):
-    m.get(LIST_URL, [{"json": page(range(0, 10), 100, 1)}, {"json": page(range(10, 13), 100, 2)}])
-    assert len(list(hook.list_conversations(page_size=10))) == 13
-    assert pages_requested(m) == [1, 2]
+@pytest.mark.parametrize(
+    "lie",
+    [lambda n, shown: 0, lambda n, shown: shown, lambda n, shown: n // 2, lambda n, shown: n + 1000],
+    ids=["zero", "page", "half", "plus1000"],
+)
+def test_lying_total_count_costs_requests_never_records(m, hook, lie):
+    conversations = spread_over_a_day(400)
+    m.get(LIST_URL, json=window_server(conversations, count=lie))
+    got = [c["id"] for c in hook.list_conversations(**A_DAY)]
+    assert sorted(got) == sorted(c["id"] for c in conversations)
+    assert m.call_count <= 30
 
 
 def test_empty_first_page(m, hook):
@@ -544,66 +588,21 @@ def test_empty_first_page(m, hook):
     assert m.call_count == 1
 
 
-def test_empty_page_midway_stops(m, hook):
-    m.get(
-        LIST_URL,
-        [
-            {"json": page(range(0, 10), 30, 1)},
-            {"json": page([], 30, 2)},
-            {"json": page(range(20, 30), 30, 3)},  # must never be asked for
-        ],
-    )
-    assert len(list(hook.list_conversations(page_size=10))) == 10
-    assert pages_requested(m) == [1, 2]
-
-
-def test_total_growing_forever_fails_after_bounded_requests(m, hook):
-    def growing(request: Any, context: Any) -> dict[str, Any]:
-        n = int(request.qs["page"][0])
-        # Always one full page more than what was read so far.
-        return page([f"p{n}-{i}" for i in range(5)], 5 * n + 5, n, 5)
-
-    m.get(LIST_URL, json=growing)
-    seen: list[dict[str, Any]] = []
-    with pytest.raises(AuralytikApiError, match="kept announcing more pages") as info:
-        drain(hook.list_conversations(page_size=5), into=seen)
-    # First totalCount 10 at 5 a page: ceil(10 * 1.5 / 5) + 2 = 5 pages, then stop.
-    assert m.call_count == 5
-    assert pages_requested(m) == [1, 2, 3, 4, 5]
-    assert len(seen) == 25
-    assert type(info.value) is AuralytikApiError
-
-
-def test_duplicates_across_shifted_pages_yielded_once(m, hook):
-    # A conversation created while paging shifts the listing: "4" comes back at the top of page 2.
-    m.get(
-        LIST_URL,
-        [
-            {"json": page(["0", "1", "2", "3", "4"], 11, 1, 5)},
-            {"json": page(["4", "5", "6", "7", "8"], 11, 2, 5)},
-            {"json": page(["8", "9", "10"], 11, 3, 5)},
-        ],
-    )
-    ids = [c["id"] for c in hook.list_conversations(page_size=5)]
-    assert ids == [str(i) for i in range(11)]
-    assert pages_requested(m) == [1, 2, 3]
-
-
-def test_page_size_one(m, hook):
-    m.get(LIST_URL, [{"json": page([str(n)], 3, n, 1)} for n in (1, 2, 3)])
-    assert [c["id"] for c in hook.list_conversations(page_size=1)] == ["1", "2", "3"]
-    assert [query(r) for r in m.request_history] == [[("page", str(n)), ("pageSize", "1")] for n in (1, 2, 3)]
-
-
-def test_page_size_hundred(m, hook):
-    m.get(LIST_URL, [{"json": page(range(0, 100), 150, 1, 100)}, {"json": page(range(100, 150), 150, 2, 100)}])
-    assert len(list(hook.list_conversations(page_size=100))) == 150
-    assert [dict(query(r))["pageSize"] for r in m.request_history] == ["100", "100"]
-    assert pages_requested(m) == [1, 2]
+def test_page_size_two(m, hook):
+    conversations = spread_over_a_day(7)
+    m.get(LIST_URL, json=window_server(conversations))
+    assert [c["id"] for c in hook.list_conversations(page_size=2, **A_DAY)] == [f"c{i:03d}" for i in range(7)]
+    assert {dict(query(r))["pageSize"] for r in m.request_history} == {"2"}
 
 
 def test_items_are_returned_as_is(m, hook):
-    item = {"id": "conv_1", "endedAt": None, "futureField": {"nested": [1, 2]}, "status": "active"}
+    item = {
+        "id": "conv_1",
+        "endedAt": None,
+        "futureField": {"nested": [1, 2]},
+        "status": "active",
+        "createdAt": "2024-01-15T10:30:00Z",
+    }
     m.get(LIST_URL, json={"data": [item], "page": 1, "pageSize": 100, "totalCount": 1, "cursor": "x"})
     assert list(hook.list_conversations()) == [item]
 
@@ -756,8 +755,9 @@ def test_garbage_retry_after_pauses_a_second(monkeypatch, m, sleeps, retry_after
     )
     AuralytikHook().get_conversation("conv_123")
     assert m.call_count == 2
-    if retry_after == "-5":
-        assert sleeps == []  # a number, clamped at zero: now
+    if retry_after == "-5":  # a number, clamped at zero: "now", so this request backs off alone (backoff_base 10)
+        assert len(sleeps) == 1
+        assert 5.0 <= sleeps[0] <= 10.0
     else:  # no usable moment: the pacer's default pause, not the fault backoff
         assert sleeps == [pytest.approx(pacing.DEFAULT_PAUSE, abs=pacing.PAUSE_JITTER)]
 
@@ -959,7 +959,7 @@ def test_error_on_a_later_page_propagates(m, hook):
     seen: list[dict[str, Any]] = []
     with pytest.raises(AuralytikAuthError):
         drain(hook.list_conversations(page_size=10), into=seen)
-    assert len(seen) == 10
+    assert seen == []  # a full page is only "maybe more": nothing is yielded before its piece is complete
     assert m.call_count == 2
 
 
@@ -1041,14 +1041,11 @@ def test_key_never_in_argument_or_setting_errors(monkeypatch, m, hook):
     assert m.call_count == 0
 
 
-def test_growing_listing_error_has_no_key(m, hook):
-    def growing(request: Any, context: Any) -> dict[str, Any]:
-        n = int(request.qs["page"][0])
-        return page([f"{n}-{i}" for i in range(5)], 5 * n + 5, n, 5)
-
-    m.get(LIST_URL, json=growing)
-    with pytest.raises(AuralytikApiError) as info:
-        list(hook.list_conversations(page_size=5))
+def test_listing_error_has_no_key(m, hook):
+    # A server that ignores dateFrom/dateTo: the listing refuses its answers, without the key.
+    m.get(LIST_URL, json=page(range(5), 5, 1, 5))
+    with pytest.raises(ListingError, match="outside those bounds") as info:
+        list(hook.list_conversations(page_size=5, date_from="2025-01-01T00:00:00Z", date_to="2025-01-02T00:00:00Z"))
     assert_exception_has_no_key(info.value)
 
 
