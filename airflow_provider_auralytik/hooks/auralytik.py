@@ -554,7 +554,7 @@ class AuralytikHook(BaseHook):
                 self._throttled += 1
         delay = budget.retry(exc.reason, retry_after=exc.retry_after, throttled=exc.throttled)
         if exc.throttled:  # the pacer's business: it logs once per slow-down, never per request
-            return None
+            return delay or None
         self.log.warning("%s; retry %d of %d in %.1f s", exc.reason, budget.faults, budget.limits.max_retries, delay)
         return delay
 
@@ -613,6 +613,7 @@ class AuralytikHook(BaseHook):
     def _get(self, request: ApiRequest) -> Any:
         """One attempt: the answer interpreted, a :class:`_Retryable`, or a permanent error."""
         import requests
+        import urllib3
 
         settings = self.settings
         session = self.session
@@ -632,12 +633,15 @@ class AuralytikHook(BaseHook):
                 prepared, timeout=settings.timeout, allow_redirects=False, proxies=session.proxies, stream=True
             )
             body = _read_body(response, deadline)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,  # raised by the body read (a drop, a timeout, a bad gzip)
+            OSError,  # TimeoutError at the deadline
+        ) as exc:
             if response is not None:
                 response.close()
-            raise _Retryable(self._transport_reason(request, exc)) from None
-        except TimeoutError as exc:
-            response.close()  # type: ignore[union-attr]  # only _read_body raises it, after send
             raise _Retryable(self._transport_reason(request, exc)) from None
         except requests.RequestException as exc:  # a bad URL, a redirect loop: retrying won't help
             raise AuralytikApiError(

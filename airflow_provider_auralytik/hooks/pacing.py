@@ -178,6 +178,8 @@ class Pacer:
 
     def _on_429(self, now: float, sent_at: float, pause: float) -> None:
         self.throttled += 1
+        if pause <= 0:
+            return  # "Retry-After: 0": the server holds nothing against the key; the request backs off alone
         until = now + max(pause, 0.0)
         if until > self._pause_until:
             self.paused_seconds += until - max(now, self._pause_until)
@@ -392,7 +394,12 @@ class RequestBudget:
         self._release()
 
     def retry(self, reason: str, *, retry_after: float | None, throttled: bool) -> float:
-        """A transient outcome: seconds to back off before the next :meth:`turn` (429s: 0, the pacer holds)."""
+        """
+        A transient outcome: seconds to back off before the next :meth:`turn`.
+
+        After a 429 the pacer holds every request until the ``Retry-After`` moment (0 here); one
+        that says "now" (``Retry-After: 0``) is backed off like a fault, without spending an attempt.
+        """
         limits = self.limits
         if retry_after is not None:
             retry_after = min(max(retry_after, 0.0), limits.retry_after_max)
@@ -400,12 +407,14 @@ class RequestBudget:
             self.throttled += 1
             self._release(throttled=True, retry_after=retry_after)
             self._check_wait(reason)
-            return 0.0
+            return self._backoff(self.throttled) if retry_after == 0 else 0.0
         self._release()
         self.faults += 1
         if self.faults > limits.max_retries:
             raise BudgetExhausted(reason, attempts=self.faults + self.throttled, rate_limited=False, waited=0.0)
-        if retry_after is not None:
-            return retry_after
-        ceiling = min(limits.backoff_max, limits.backoff_base * (2 ** (self.faults - 1)))
+        return retry_after if retry_after is not None else self._backoff(self.faults)
+
+    def _backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
+        ceiling = min(self.limits.backoff_max, self.limits.backoff_base * (2 ** (attempt - 1)))
         return self.rng.uniform(ceiling / 2, ceiling)

@@ -172,6 +172,7 @@ def test_after_the_pause_requests_are_spaced_at_the_new_rate(clock):
     throttle(pacer, clock, retry_after=1)
     clock.t += 1.0 + PAUSE_JITTER
     cut = pacer.rate
+    assert cut is not None
     assert cut == pytest.approx(BETA * 20, rel=0.05)
     sent = admissions(pacer, clock, 1.0)
     assert cut - 1 <= len(sent) <= cut + pacing.MIN_STEP + 1  # at most one additive step in a second
@@ -211,7 +212,7 @@ def test_sustained_success_climbs_back_additively_up_to_where_it_was(clock, capl
         rates.append(pacer.rate)
     steps = [b - a for a, b in zip([cut, *rates], rates, strict=False)]  # type: ignore[operator]  # rates are set
     assert all(step == pytest.approx(pacing.MIN_STEP) for step in steps[1:])  # one fixed step per interval
-    assert rates[-1] > 20  # back above the rate it had before the 429: probing for more
+    assert (rates[-1] or 0) > 20  # back above the rate it had before the 429: probing for more
     assert pacer.in_flight_limit == 16
     assert sum("speeding up again" in r.getMessage() for r in caplog.records) == 1
 
@@ -393,3 +394,16 @@ def test_async_acquire_sleeps_through_the_clock(clock):
     sent = asyncio.run(go())
     assert sum(clock.sleeps) == pytest.approx(2.0, abs=PAUSE_JITTER)
     assert sent == clock.t
+
+
+def test_retry_after_zero_holds_nobody_and_cuts_nothing_but_backs_the_request_off(clock):
+    pacer = make(clock)
+    answered(pacer, clock, 40, every=0.05)
+    budget = RequestBudget(pacer, LIMITS)
+    assert budget.turn() == 0.0
+    delay = budget.retry("429 Too Many Requests", retry_after=0.0, throttled=True)
+    assert 0.5 <= delay <= 1.0  # backoff_base=1: this request alone waits
+    assert pacer.rate is None  # no cut ...
+    assert pacer.try_acquire() == 0.0  # ... and no pause for the others
+    assert pacer.throttled == 1
+    assert budget.faults == 0
