@@ -187,6 +187,7 @@ class _AuralytikExportOperator(BaseOperator):
         # Everything about the destination that can be wrong is found before the first request.
         target = check_destination(self.destination, self.destination_conn_id)
         window, filters = DateWindow.resolve(self.date_from, self.date_to), self._filters()
+        _ = self.hook.settings  # a missing connection or key fails here: before "Exporting", before any request
         started = datetime.now(UTC)
         listing = WindowListing(self.hook, window, filters, page_size=self.page_size)
         progress = Progress(self.log, self.kind, total=lambda: listing.estimated_total, pace=self.hook.pace)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pendulum
 import pytest
 
 from tests.conftest import sandbox_connection
@@ -26,8 +27,8 @@ UTC = timezone.utc
 DAG_ID = "auralytik_daily_export"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> pendulum.DateTime:
+    return pendulum.datetime(year, month, day, hour, minute, tz="UTC")
 
 
 def interval(run: Any) -> tuple[datetime, datetime]:
@@ -192,8 +193,10 @@ def test_backfill_covers_the_day_of_each_logical_date(serialized_dag: Any) -> No
                 run.state = "success"
             from airflow.models.backfill import Backfill
 
-            session.get(Backfill, created.id).completed_at = utc(2026, 12, 2)
-            return sorted((r.data_interval_start, r.data_interval_end) for r in runs)
+            finished = session.get(Backfill, created.id)
+            assert finished is not None
+            finished.completed_at = utc(2026, 12, 2)
+            return sorted((r.data_interval_start, r.data_interval_end) for r in runs)  # type: ignore[misc]  # both set
 
     assert backfill(utc(2026, 11, 28), utc(2026, 11, 28)) == [(utc(2026, 11, 28), utc(2026, 11, 29))]
     month = backfill(utc(2026, 10, 1), utc(2026, 10, 31))
