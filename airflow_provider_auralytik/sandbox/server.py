@@ -538,6 +538,11 @@ class Sandbox:
         record = self._data.by_id[conversation_id]
         return datetime.fromtimestamp(record.completes_at(self._t0, self.config.complete_within), tz=timezone.utc)
 
+    def delete_during_listing(self, count: int) -> None:
+        """Delete ``count`` conversations, one after each of the next listing answers (from that page)."""
+        with self._fault_lock:
+            self._deletions_left = count
+
     def reset_stats(self) -> None:
         self.stats.reset()
         self.request_log.clear()

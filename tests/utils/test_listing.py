@@ -126,8 +126,7 @@ def test_crowded_second_with_a_deletion_between_requests_loses_nothing_else(make
     for n in range(230):
         sandbox.add_conversation(createdAt=format_instant(second + timedelta(microseconds=4001 * n)))
     before = set(sandbox.conversations_in(day(0).start, day(0).end))
-    sandbox.config.delete_during_listing = 3
-    sandbox._deletions_left = 3
+    sandbox.delete_during_listing(3)
     hook = connect(sandbox)
     got = ids(WindowListing(hook, day(0)))
     assert len(sandbox.deleted_ids) == 3
