@@ -165,23 +165,29 @@ def run_writer(store: Store, recs: list[dict[str, Any]], token: str, **kwargs: A
         return w.commit({"kind": "test", "n": len(recs)})
 
 
+def _missing(exc: BaseException) -> bool:
+    return isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NoSuchKey"  # local / boto3
+
+
 def verified(store: Store) -> dict[str, Any] | None:
-    """The current snapshot after checking every listed file; a missing one only if a newer one replaced it."""
+    """The current snapshot after checking every listed file, as a careful reader does (docs/output.md).
+
+    A listed file may be missing only because a newer snapshot replaced the one being read (then the
+    newer one is returned); a file listed by the current manifest is never missing, short or altered.
+    """
     try:
-        manifest = json.loads(store.read(MANIFEST))
-    except (FileNotFoundError, KeyError) as exc:
-        if "NoSuchKey" in type(exc).__name__ or isinstance(exc, FileNotFoundError):
-            return None
-        raise
-    except Exception as exc:  # boto3's NoSuchKey
-        if "NoSuchKey" in type(exc).__name__:
+        manifest: dict[str, Any] = json.loads(store.read(MANIFEST))
+    except Exception as exc:
+        if _missing(exc):
             return None
         raise
     for entry in manifest["files"]:
         try:
             data = store.read(entry["path"])
-        except Exception:
-            now = json.loads(store.read(MANIFEST))
+        except Exception as exc:
+            if not _missing(exc):
+                raise
+            now: dict[str, Any] = json.loads(store.read(MANIFEST))
             assert now["run_token"] > manifest["run_token"], f"{entry['path']} missing, manifest unchanged"
             return now
         assert len(data) == entry["bytes"], entry["path"]
