@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import uuid
@@ -24,6 +23,7 @@ from airflow_provider_auralytik.output.snapshot import (
     new_run_token,
 )
 from airflow_provider_auralytik.output.writer import PartWriter
+from tests.output.checks import careful_read
 from tests.output.test_writer import MANIFEST, T1, T2, T3, Boom, Store, failing_run, pname, records
 
 START = datetime(2026, 12, 2, 2, 0, tzinfo=timezone.utc)
@@ -165,34 +165,8 @@ def run_writer(store: Store, recs: list[dict[str, Any]], token: str, **kwargs: A
         return w.commit({"kind": "test", "n": len(recs)})
 
 
-def _missing(exc: BaseException) -> bool:
-    return isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NoSuchKey"  # local / boto3
-
-
 def verified(store: Store) -> dict[str, Any] | None:
-    """The current snapshot after checking every listed file, as a careful reader does (docs/output.md).
-
-    A listed file may be missing only because a newer snapshot replaced the one being read (then the
-    newer one is returned); a file listed by the current manifest is never missing, short or altered.
-    """
-    try:
-        manifest: dict[str, Any] = json.loads(store.read(MANIFEST))
-    except Exception as exc:
-        if _missing(exc):
-            return None
-        raise
-    for entry in manifest["files"]:
-        try:
-            data = store.read(entry["path"])
-        except Exception as exc:
-            if not _missing(exc):
-                raise
-            now: dict[str, Any] = json.loads(store.read(MANIFEST))
-            assert now["run_token"] > manifest["run_token"], f"{entry['path']} missing, manifest unchanged"
-            return now
-        assert len(data) == entry["bytes"], entry["path"]
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
-    return manifest
+    return careful_read(store.read)
 
 
 def one_run(store: Store, token: str, n: int, barrier: threading.Barrier, outcomes: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from airflow_provider_auralytik.operators.export import (
 )
 from airflow_provider_auralytik.output.snapshot import SnapshotConflictError
 from tests.conftest import sandbox_connection
-from tests.output.checks import local_files, local_snapshot, s3_snapshot
+from tests.output.checks import careful_read, local_files, local_snapshot, s3_snapshot
 
 DAY = datetime(2026, 3, 2, tzinfo=timezone.utc)
 NEXT = DAY + timedelta(days=1)
@@ -63,6 +63,12 @@ class Target:
         if self.kind == "local":
             return local_files(self.path) if self.path.exists() else {}
         return {key[len(self.prefix) + 1 :]: self._s3.get(key) for key in self._s3.keys(f"{self.prefix}/")}
+
+    def read(self, name: str) -> bytes:
+        if self.kind == "local":
+            return (self.path / name).read_bytes()
+        data: bytes = self._s3.get(f"{self.prefix}/{name}")
+        return data
 
     def parts(self) -> set[str]:
         return {name for name in self.files() if name.startswith("part-")}
@@ -215,6 +221,41 @@ def test_a_rerun_failing_midway_leaves_the_earlier_snapshot_intact(api: Any, tar
     assert ("401" in str(errors[0])) if failure.startswith("401") else ("still failing" in str(errors[0]))
     assert target.snapshot() == committed
     assert target.files() == before  # and the failed run cleaned up its own parts
+
+
+def test_a_reader_polling_through_reruns_of_an_export_never_sees_an_inconsistent_snapshot(
+    api: Any, target: Target
+) -> None:
+    target.export()
+    stop = threading.Event()
+    seen: list[str] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                manifest = careful_read(target.read)
+                assert manifest is not None  # a committed destination never loses its manifest
+                seen.append(manifest["run_token"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for n in range(4):
+            if n == 1:
+                api.config.rate_5xx = 1.0  # one rerun fails midway: API down
+                with pytest.raises(Exception, match="still failing"):
+                    target.export(max_records_per_part=40)
+                api.config.rate_5xx = 0.0
+            else:
+                target.export(max_records_per_part=40 + n)
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert errors == []
+    assert len(set(seen)) >= 2  # it saw the snapshot replaced under it, more than once usually
 
 
 def test_two_runs_of_one_window_at_once_leave_a_valid_snapshot_and_a_retry_succeeds(api: Any, target: Target) -> None:

@@ -394,3 +394,14 @@ def test_failure_while_closing_a_part_cleans_up(tmp_path: Path, monkeypatch: pyt
     assert calls == [pname(T1, 0), pname(T1, 1)]
     assert os.listdir(tmp_path / "c") == []
     assert read_manifest(dest) is None
+
+
+def test_the_former_import_path_still_works() -> None:
+    from airflow_provider_auralytik.output import destination, reader, writer
+    from airflow_provider_auralytik.utils import writer as former
+
+    assert former.PartWriter is writer.PartWriter
+    assert former.iter_records is reader.iter_records
+    assert former.read_manifest is reader.read_manifest
+    assert former.resolve_destination is destination.resolve_destination
+    assert former.PartInfo is PartInfo
