@@ -109,6 +109,15 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _running(process: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _die_with_parent() -> None:
     """In a child started by a test run: get SIGTERM if the test process dies (Linux prctl)."""
     os.setsid()
@@ -129,33 +138,59 @@ def _pg_bin(name: str) -> str:
 
 @dataclass
 class Service:
-    """One started process group, and where its output goes."""
+    """One started process group, and where its output goes.
+
+    Stopping it reaches every descendant too: Airflow runs each task in a process group of its own
+    (the supervisor's ``setpgid``), so a signal to the worker's group alone would leave the task running.
+    """
 
     name: str
     pid: int
     log: str
     stop_signal: int = signal.SIGTERM
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+    _signalled: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    def _tree(self) -> list[Any]:
+        import psutil
+
+        try:
+            leader = psutil.Process(self.pid)
+            return [leader, *leader.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
 
     def alive(self) -> bool:
         if self.popen is not None:
             self.popen.poll()  # reap a dead leader, or its group never looks empty
-        return _group_alive(self.pid)
+        return _group_alive(self.pid) or any(_running(p) for p in self._signalled)
 
     def signal(self, signum: int) -> None:
+        """``signum`` to the group and to every descendant, whatever group it moved to."""
+        import psutil
+
+        tree = self._tree()
+        self._signalled.extend(tree)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signum)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """``stop_signal`` to the whole group, SIGKILL what is left after ``timeout`` s; waits until gone."""
+        """``stop_signal`` to the whole tree, SIGKILL what is left after ``timeout`` s; waits until gone."""
         if not self.alive():
             return
         self.signal(self.stop_signal)
         try:
             wait_for(f"{self.name} to stop", lambda: not self.alive(), timeout, 0.2)
         except DeploymentError:
-            self.signal(signal.SIGKILL)
-            wait_for(f"{self.name} to die", lambda: not self.alive(), 30, 0.2)
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to the whole tree (as if its machine died); waits until gone."""
+        self.signal(signal.SIGKILL)
+        wait_for(f"{self.name} to die", lambda: not self.alive(), 30, 0.2)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "pid": self.pid, "log": self.log, "stop_signal": int(self.stop_signal)}
@@ -306,12 +341,10 @@ class Deployment:
 
     def stop_service(self, name: str, *, kill: bool = False) -> None:
         """Stop one part (``kill=True``: SIGKILL to its whole process group, as if its machine died)."""
-        service = self.services[name]
         if kill:
-            service.signal(signal.SIGKILL)
-            wait_for(f"{name} to die", lambda: not service.alive(), 30, 0.2)
+            self.services[name].kill()
         else:
-            service.stop()
+            self.services[name].stop()
 
     def start_airflow(self, name: str) -> Service:
         env = self.env()
@@ -665,6 +698,11 @@ class Deployment:
         return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
 
     def _dags_parsed(self) -> bool:
+        errors = self.api("GET", "importErrors")["import_errors"]
+        if errors:
+            raise DeploymentError(
+                f"the DAGs do not import: {errors[0]['filename']}: {errors[0]['stack_trace'][-1500:]}"
+            )
         rows = self.sql("SELECT dag_id FROM dag WHERE dag_id = ANY(%s) AND NOT is_paused", list(DAG_IDS))
         return len(rows) == len(DAG_IDS)
 
