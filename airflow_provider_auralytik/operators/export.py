@@ -42,6 +42,10 @@ MAX_CONCURRENCY = 256
 #: a wrong base path or an outage page, not conversations deleted since they were listed.
 NOT_FOUND_FIRST = 5
 
+#: What a messages export fetches per conversation: its id, its ``"pending"`` entry if it is not completed,
+#: and its messages (``None``: gone, 404).
+Fetched = tuple[str, dict[str, Any] | None, list[dict[str, Any]] | None]
+
 
 def storage_url(path: ObjectStoragePath) -> str:
     """``s3://bucket/key``-style URL of a destination (``str()`` would embed the connection id)."""
@@ -176,6 +180,14 @@ class _AuralytikExportOperator(BaseOperator):
         return ConversationFilters(channel_id=self.channel_id, campaign_id=self.campaign_id, status=self.status)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self.export(context)
+
+    def export(self, context: Context) -> dict[str, Any]:
+        """Export the window, commit it as a snapshot, emit the asset event; return the summary.
+
+        ``execute`` does this; :class:`~airflow_provider_auralytik.operators.catch_up.AuralytikCatchUpOperator`
+        calls it on an export built for an earlier window.
+        """
         from airflow_provider_auralytik.output.destination import check_destination, open_destination
         from airflow_provider_auralytik.output.manifest import manifest_header
         from airflow_provider_auralytik.output.snapshot import new_run_token
@@ -282,11 +294,21 @@ class AuralytikExportConversationsOperator(_AuralytikExportOperator):
     def _export(
         self, stream: Iterable[dict[str, Any]], listing: WindowListing, writer: PartWriter, progress: Progress
     ) -> dict[str, Any]:
+        from airflow_provider_auralytik.utils.completion import pending_entry
+
+        pending: list[dict[str, Any]] = []
         for conversation in stream:
             writer.write(conversation)
+            if (entry := pending_entry(conversation)) is not None:
+                pending.append(entry)
             progress.add()
         # Nothing is fetched per conversation here, so nothing can be skipped: listed for the schema.
-        return {"counts": {"conversations": writer.records_written}, "skipped": [], "api_requests": listing.requests}
+        return {
+            "counts": {"conversations": writer.records_written, "conversations_pending": len(pending)},
+            "skipped": [],
+            "pending": pending,
+            "api_requests": listing.requests,
+        }
 
 
 class AuralytikExportMessagesOperator(_AuralytikExportOperator):
@@ -301,6 +323,9 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         ``"mask"`` (default) masks phone numbers and e-mail addresses that slipped through,
         ``"fail"`` fails the task on the first one, ``"off"`` does not scan. Findings are counted
         in the manifest (never logged).
+    :param include_pending: Write the messages of conversations not ``completed`` yet (default), so far
+        as they go; with ``False`` only completed conversations' messages are written (the others are not
+        fetched). Either way the manifest lists them under ``"pending"``.
 
     A conversation whose messages answer 404 (deleted since it was listed) is skipped and listed in
     the manifest. When the first ``NOT_FOUND_FIRST`` (5) fetches all answer 404, or more than half of
@@ -311,8 +336,12 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
 
     kind = "messages"
 
-    def __init__(self, *, max_concurrency: int = 16, pii_guard: str = "mask", **kwargs: Any) -> None:
+    def __init__(
+        self, *, max_concurrency: int = 16, pii_guard: str = "mask", include_pending: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(include_pending, bool):
+            raise ValueError(f"include_pending must be True or False, not {include_pending!r}.")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive integer, not {max_concurrency!r}.")
         if max_concurrency > MAX_CONCURRENCY:
@@ -324,17 +353,24 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             raise ValueError(f"pii_guard must be 'mask', 'fail' or 'off', not {pii_guard!r}.")
         self.max_concurrency = max_concurrency
         self.pii_guard = pii_guard
+        self.include_pending = include_pending
 
     @cached_property
     def hook(self) -> AuralytikHook:
         return AuralytikHook(self.auralytik_conn_id, max_concurrency=self.max_concurrency)
 
-    def _fetch(self, conversation: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
+    def _fetch(self, conversation: dict[str, Any]) -> Fetched:
+        """The conversation's id, its pending entry (if not completed) and its messages (``None``: 404)."""
+        from airflow_provider_auralytik.utils.completion import pending_entry
+
         conversation_id = str(conversation["id"])
+        pending = pending_entry(conversation)
+        if pending is not None and not self.include_pending:
+            return conversation_id, pending, []  # not fetched: its messages are not final yet
         try:
-            return conversation_id, self.hook.get_messages(conversation_id)
+            return conversation_id, pending, self.hook.get_messages(conversation_id)
         except AuralytikNotFoundError:
-            return conversation_id, None
+            return conversation_id, pending, None
 
     def _not_found(self, missing: int, fetched: int) -> AuralytikNotFoundError:
         """Most fetches answered 404: the base URL is likely wrong; nothing is committed."""
@@ -345,14 +381,14 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             status=404,
         )
 
-    def _stream(self, listing: WindowListing) -> OrderedMap[dict[str, Any], tuple[str, list[dict[str, Any]] | None]]:
+    def _stream(self, listing: WindowListing) -> OrderedMap[dict[str, Any], Fetched]:
         from airflow_provider_auralytik.utils.concurrency import OrderedMap
 
         return OrderedMap(self._fetch, listing, workers=self.max_concurrency)
 
     def _export(
         self,
-        stream: Iterable[tuple[str, list[dict[str, Any]] | None]],
+        stream: Iterable[Fetched],
         listing: WindowListing,
         writer: PartWriter,
         progress: Progress,
@@ -362,27 +398,38 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         progress.noun = "conversations"
         guard = PiiGuard(self.pii_guard)
         skipped: list[dict[str, str]] = []
-        conversations = 0
-        for conversation_id, messages in stream:
+        pending: list[dict[str, Any]] = []
+        conversations = fetched = 0
+        for conversation_id, entry, messages in stream:
             conversations += 1
-            if messages is None and len(skipped) + 1 == conversations == NOT_FOUND_FIRST:
+            if entry is not None and not self.include_pending:
+                pending.append(entry)  # listed, its messages left out
+                progress.add()
+                continue
+            fetched += 1
+            if messages is None and len(skipped) + 1 == fetched == NOT_FOUND_FIRST:
                 raise self._not_found(NOT_FOUND_FIRST, NOT_FOUND_FIRST)
             if messages is None:
                 self.log.warning("Conversation %s is gone (404) since it was listed: skipped.", conversation_id)
                 skipped.append({"conversation_id": conversation_id, "reason": "not found (404) after listing"})
             else:
+                if entry is not None:
+                    pending.append(entry)
                 for message in messages:
                     writer.write({**guard.check_message(message), "conversationId": conversation_id})
             progress.add()
-        if conversations >= NOT_FOUND_FIRST and 2 * len(skipped) > conversations:
-            raise self._not_found(len(skipped), conversations)
+        if fetched >= NOT_FOUND_FIRST and 2 * len(skipped) > fetched:
+            raise self._not_found(len(skipped), fetched)
         return {
             "counts": {
                 "conversations": conversations,
                 "messages": writer.records_written,
                 "skipped_conversations": len(skipped),
+                "conversations_pending": len(pending),
             },
             "skipped": skipped,
+            "pending": pending,
+            "include_pending": self.include_pending,
             "pii_guard": {"mode": self.pii_guard, "findings": dict(guard.findings)},
-            "api_requests": listing.requests + conversations,
+            "api_requests": listing.requests + fetched,
         }

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_auralytik._compat import AirflowException, BaseSensorOperator, conf
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
-from airflow_provider_auralytik.utils.completion import check_conversation_ids
+from airflow_provider_auralytik.utils.completion import check_conversation_ids, check_max_pending
 from airflow_provider_auralytik.utils.listing import check_filter
 from airflow_provider_auralytik.utils.window import (
     DEFAULT_DATE_FROM,
@@ -38,6 +38,9 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
     :param conversation_ids: Conversation ids (templated). When given, the window is not used.
     :param date_from: / :param date_to: The window (templated).
     :param channel_id: / :param campaign_id: Filters of the window (templated).
+    :param max_pending: Done when at most this many conversations are not completed yet (default 0: all
+        must be). The pending count and a few ids are logged; the exports then list those conversations
+        as pending, and ``AuralytikCatchUpOperator`` brings them in once they complete.
     :param auralytik_conn_id: Connection of type ``auralytik``.
     :param deferrable: Wait in the triggerer (``AuralytikConversationsCompletedTrigger``) instead
         of a worker slot. Default: ``[operators] default_deferrable``.
@@ -57,11 +60,13 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
         date_to: datetime | str | None = DEFAULT_DATE_TO,
         channel_id: str | None = None,
         campaign_id: str | None = None,
+        max_pending: int = 0,
         auralytik_conn_id: str = AuralytikHook.default_conn_name,
         deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.max_pending = check_max_pending(max_pending)
         if not (isinstance(conversation_ids, str) and "{{" in conversation_ids):  # else checked once rendered
             check_conversation_ids(conversation_ids)
         for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id)):
@@ -94,7 +99,7 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
         """What to wait for, as plain values (shared by the poke and the trigger); checked before any request."""
         ids = check_conversation_ids(self.conversation_ids)
         if ids is not None:
-            return {"conversation_ids": ids}
+            return {"conversation_ids": ids, "max_pending": self.max_pending}
         for name in ("channel_id", "campaign_id"):
             check_filter(name, getattr(self, name))
         window = DateWindow.resolve(self.date_from, self.date_to)
@@ -102,6 +107,7 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
             **window.as_dict(),
             "channel_id": self.channel_id or None,
             "campaign_id": self.campaign_id or None,
+            "max_pending": self.max_pending,
         }
 
     def _check(self) -> Check:
@@ -119,7 +125,7 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
             # does. Anything refused (a key, an id, a request) raises: asking again will not help.
             self.log.warning("%s Poking again later.", exc)
             return False
-        self.log.info("%s", completion.describe())
+        self.log.info("%s", completion.describe(ids=True))
         return completion.done
 
     def execute(self, context: Context) -> Any:

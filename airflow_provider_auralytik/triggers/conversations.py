@@ -25,6 +25,7 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
     :param conversation_ids: The conversations to wait for; or else the window below.
     :param date_from: / :param date_to: The half-open window on ``createdAt`` (ISO 8601 strings).
     :param channel_id: / :param campaign_id: Filters of the window.
+    :param max_pending: Fire when at most this many conversations are not completed (default 0).
     :param poll_interval: Seconds between checks.
     """
 
@@ -37,6 +38,7 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
         date_to: str | None = None,
         channel_id: str | None = None,
         campaign_id: str | None = None,
+        max_pending: int = 0,
         poll_interval: float = 60.0,
     ) -> None:
         super().__init__()
@@ -46,6 +48,7 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
         self.date_to = date_to
         self.channel_id = channel_id
         self.campaign_id = campaign_id
+        self.max_pending = max_pending
         self.poll_interval = float(poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -58,6 +61,7 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
                 "date_to": self.date_to,
                 "channel_id": self.channel_id,
                 "campaign_id": self.campaign_id,
+                "max_pending": self.max_pending,
                 "poll_interval": self.poll_interval,
             },
         )
@@ -77,6 +81,7 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
                         date_to=self.date_to,
                         channel_id=self.channel_id,
                         campaign_id=self.campaign_id,
+                        max_pending=self.max_pending,
                     )
                     completion = await run_async(check, hook)
                 except AuralytikUnavailableError as exc:  # an outage past the retries: poll again
@@ -86,11 +91,11 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
                     yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
                     return
                 else:
-                    event = {"message": completion.describe(), "pending": completion.pending}
+                    event = {"message": completion.describe(ids=True), "pending": completion.pending}
                     if completion.done:
                         yield TriggerEvent({"status": "success", **event, "total": completion.total})
                         return
-                    self.log.info("%s Checking again in %g s.", completion.describe(), self.poll_interval)
+                    self.log.info("%s Checking again in %g s.", completion.describe(ids=True), self.poll_interval)
                 await asyncio.sleep(self.poll_interval)
         finally:
             await hook.aclose()

@@ -15,6 +15,10 @@ A window is never declared done on counts: ``totalCount`` may be 0, stale or the
 3. else the window is listed exactly (the listing's own requests, a page per ~75 conversations):
    done only if every conversation in it is ``completed``; a status not seen before is learned, so
    the next waiting check stops at step 2.
+
+With ``max_pending=N`` a check is done when at most N conversations are not completed: steps 1 and 2
+prove "not done" only once they have seen more than N distinct ones; "done" still needs step 3 (or a
+short first page), which counts them exactly.
 """
 
 from __future__ import annotations
@@ -55,7 +59,9 @@ __all__ = [
     "build_check",
     "check_conversation_ids",
     "check_ids",
+    "check_max_pending",
     "check_window",
+    "pending_entry",
     "run_async",
     "run_sync",
 ]
@@ -72,17 +78,27 @@ class Completion:
     examples: tuple[str, ...] = ()
     #: ``pending`` is a lower bound: what was seen before the check stopped looking.
     at_least: bool = False
+    #: Done when at most this many conversations are not completed (the sensor's ``max_pending``).
+    max_pending: int = 0
 
     @property
     def done(self) -> bool:
-        return self.pending == 0
+        return self.pending <= self.max_pending and not self.at_least
 
-    def describe(self) -> str:
+    def describe(self, *, ids: bool = False) -> str:
+        """One line for logs and trigger events: the pending count, and with ``ids`` a few of their ids
+        (ids only, never content)."""
         of = f" of {self.total}" if self.total is not None else ""
-        if self.done:
+        if self.pending == 0 and not self.at_least:
             return f"All{of.replace(' of', '')} conversations are completed."
         about = "At least " if self.at_least else ""
-        return f"{about}{self.pending}{of} conversations not completed yet."
+        text = f"{about}{self.pending}{of} conversations not completed yet"
+        if self.done:
+            text += f": done, max_pending={self.max_pending} allows them"
+        elif self.max_pending:
+            text += f", more than max_pending={self.max_pending}"
+        listed = f" Not completed: {', '.join(self.examples)}{', …' if self.pending > len(self.examples) else ''}."
+        return f"{text}.{listed if ids and self.examples else ''}"
 
 
 @dataclass
@@ -98,7 +114,25 @@ class CompletionMemory:
 Check = Generator[Call, Any, Completion]
 
 
-def check_ids(conversation_ids: Sequence[str], memory: CompletionMemory) -> Check:
+def check_max_pending(value: Any) -> int:
+    """``max_pending`` as an int >= 0; anything else raises before any request."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"max_pending must be an integer >= 0 (how many conversations may still be not completed), not {value!r}."
+        )
+    return value
+
+
+def pending_entry(conversation: dict[str, Any]) -> dict[str, Any] | None:
+    """A manifest's ``"pending"`` entry for a conversation that is not ``completed`` (its id and status), else
+    ``None``: what an export records so that a later catch-up knows what to look at again."""
+    status = conversation.get("status")
+    if status == COMPLETED:
+        return None
+    return {"conversation_id": str(conversation.get("id")), "status": status}
+
+
+def check_ids(conversation_ids: Sequence[str], memory: CompletionMemory, max_pending: int = 0) -> Check:
     """Fetch each named conversation not yet seen completed. An unknown id raises (404) at once."""
     pending: list[str] = []
     requests = 0
@@ -122,6 +156,7 @@ def check_ids(conversation_ids: Sequence[str], memory: CompletionMemory) -> Chec
         total=len(dict.fromkeys(conversation_ids)),
         requests=requests,
         examples=tuple(pending[:5]),
+        max_pending=max_pending,
     )
 
 
@@ -174,8 +209,10 @@ def _relay(steps: Steps, found: dict[str, dict[str, Any]]) -> Generator[Call, An
             error = exc
 
 
-def check_window(window: DateWindow, filters: ConversationFilters, memory: CompletionMemory) -> Check:
-    """Whether every conversation of ``window`` (half-open, on ``createdAt``) is completed."""
+def check_window(
+    window: DateWindow, filters: ConversationFilters, memory: CompletionMemory, max_pending: int = 0
+) -> Check:
+    """Whether at most ``max_pending`` conversations of ``window`` (half-open, on ``createdAt``) are not completed."""
     low, high = window.server_bounds()
     base = {**filters.query(), "status": None, "date_from": low, "date_to": high, "page": 1}
 
@@ -184,25 +221,25 @@ def check_window(window: DateWindow, filters: ConversationFilters, memory: Compl
     inside = _inside(window, first["data"], memory)
     waiting = _waiting(inside)
     if len(first["data"]) < PAGE_SIZE:  # the whole window in one answer: decided from the data
-        return Completion(len(waiting), len(inside), requests, tuple(waiting[:5]))
-    if waiting:
-        return Completion(len(waiting), None, requests, tuple(waiting[:5]), at_least=True)
-
+        return Completion(len(waiting), len(inside), requests, tuple(waiting[:5]), max_pending=max_pending)
+    seen = dict.fromkeys(waiting)  # distinct ids seen not completed, in order
     for status in sorted(memory.pending_statuses):
+        if len(seen) > max_pending:
+            break
         answer = yield PageCall({**base, "status": status, "page_size": PAGE_SIZE})
         requests += 1
-        waiting = _waiting(_inside(window, answer["data"], memory))
-        if waiting:
-            return Completion(len(waiting), None, requests, tuple(waiting[:5]), at_least=True)
+        seen.update(dict.fromkeys(_waiting(_inside(window, answer["data"], memory))))
+    if len(seen) > max_pending:  # proven from data: more than allowed are not completed
+        return Completion(len(seen), None, requests, tuple(list(seen)[:5]), at_least=True, max_pending=max_pending)
 
-    # Nothing seen pending: verify from an exact listing before saying "done".
+    # At most max_pending seen: count them from an exact listing before saying "done".
     stats = ListingStats()
     listed: dict[str, dict[str, Any]] = {}
     unfiltered = ConversationFilters(channel_id=filters.channel_id, campaign_id=filters.campaign_id)
     yield from _relay(list_window(window, unfiltered, page_size=PAGE_SIZE, stats=stats), listed)
     _inside(window, list(listed.values()), memory)  # learn their statuses
     waiting = _waiting(listed)
-    return Completion(len(waiting), len(listed), requests + stats.requests, tuple(waiting[:5]))
+    return Completion(len(waiting), len(listed), requests + stats.requests, tuple(waiting[:5]), max_pending=max_pending)
 
 
 def build_check(
@@ -213,13 +250,17 @@ def build_check(
     date_to: datetime | str | None = None,
     channel_id: str | None = None,
     campaign_id: str | None = None,
+    max_pending: int = 0,
 ) -> Check:
-    """The check for what a sensor names: its ``conversation_ids`` if given, else its window."""
+    """The check for what a sensor names: its ``conversation_ids`` if given, else its window; done when at
+    most ``max_pending`` of them are not completed."""
+    max_pending = check_max_pending(max_pending)
     ids = check_conversation_ids(conversation_ids)
     if ids is not None:  # an empty list names nothing to wait for: done at once
-        return check_ids(ids, memory)
+        return check_ids(ids, memory, max_pending)
     window = DateWindow.resolve(date_from, date_to)
-    return check_window(window, ConversationFilters(channel_id=channel_id, campaign_id=campaign_id), memory)
+    filters = ConversationFilters(channel_id=channel_id, campaign_id=campaign_id)
+    return check_window(window, filters, memory, max_pending)
 
 
 def run_sync(check: Check, hook: Any) -> Completion:

@@ -73,7 +73,8 @@ def test_conversations_export_is_exact_and_described_by_its_manifest(api, tmp_pa
     manifest = json.loads((tmp_path / "_manifest.json").read_text())
     assert manifest["kind"] == "conversations"
     assert manifest["window"] == {"date_from": "2026-03-02T00:00:00Z", "date_to": "2026-03-03T00:00:00Z"}
-    assert manifest["counts"] == {"conversations": 120}
+    assert manifest["counts"] == {"conversations": 120, "conversations_pending": 0}
+    assert manifest["pending"] == []
     assert manifest["api_host"] == sandbox.url
     assert [f["path"] for f in manifest["files"]] == [f"part-{manifest['run_token']}-00000.jsonl.gz"]
     assert manifest["files"][0]["rows"] == 120
@@ -85,6 +86,7 @@ def test_conversations_export_is_exact_and_described_by_its_manifest(api, tmp_pa
         "throttled_requests": 0,
         "rate_limit_wait_seconds": 0.0,
         "conversations": 120,
+        "conversations_pending": 0,
     }
     assert len(json.dumps(summary)) < 500
 

@@ -158,7 +158,13 @@ def test_window_defaults_to_the_data_interval() -> None:
             "params": {"channel": "ch_sms"},
         }
     )
-    assert s._target() == {"date_from": DATE_FROM, "date_to": DATE_TO, "channel_id": "ch_sms", "campaign_id": None}
+    assert s._target() == {
+        "date_from": DATE_FROM,
+        "date_to": DATE_TO,
+        "channel_id": "ch_sms",
+        "campaign_id": None,
+        "max_pending": 0,
+    }
 
 
 @pytest.mark.parametrize("ids", ["conv_1", ["conv_1", ""], ["conv_1", " "], ["conv_1", None], [1, 2], {"conv_1": 1}, 7])
@@ -386,6 +392,7 @@ def test_deferrable_execute_defers_with_the_trigger(m: requests_mock.Mocker) -> 
         "date_to": DATE_TO,
         "channel_id": "ch_sms",
         "campaign_id": None,
+        "max_pending": 0,
         "poll_interval": 42.0,
     }
     assert KEY not in json.dumps(kwargs)

@@ -88,6 +88,7 @@ def test_serialize_round_trip_is_plain_and_never_holds_the_key(monkeypatch: pyte
         "date_to": DATE_TO,
         "channel_id": "ch_sms",
         "campaign_id": "camp_001",
+        "max_pending": 0,
         "poll_interval": 30.0,
     }
     text = json.dumps(kwargs)

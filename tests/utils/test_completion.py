@@ -421,11 +421,11 @@ def test_run_sync_window_over_http(m: requests_mock.Mocker) -> None:
 
     m.get(f"{BASE}/conversations", json=listing)
     memory = CompletionMemory()
-    completion = run_sync(build_check(memory, **WINDOW.as_dict()), AuralytikHook())
+    completion = run_sync(build_check(memory, **dict[str, Any](WINDOW.as_dict())), AuralytikHook())
     assert (completion.pending, completion.total, completion.at_least) == (7, None, True)
     assert m.call_count == completion.requests == 2
     m.reset_mock()
-    completion = run_sync(build_check(memory, **WINDOW.as_dict()), AuralytikHook())
+    completion = run_sync(build_check(memory, **dict[str, Any](WINDOW.as_dict())), AuralytikHook())
     assert (completion.pending, m.call_count) == (7, 2)
 
 
