@@ -12,7 +12,7 @@ conversations, and counts the HTTP requests the sandbox receives for each poke, 
   (``date_from``: inside the window, so the sensor must keep waiting).
 
 For each state: the first poke of a sensor, the later pokes of the same sensor (``mode="poke"``,
-which remembers what it learnt), a poke in ``mode="reschedule"`` (a fresh task each time, no
+which remembers the statuses it saw), a poke in ``mode="reschedule"`` (a fresh task each time, no
 memory), and the checks of the deferrable trigger (the same check, driven asynchronously).
 
 Run::
@@ -149,13 +149,13 @@ def table(rows: list[dict[str, Any]], per_day: int) -> str:
         f"Requests received by the sandbox per poke (one day of {per_day:,} conversations, sandbox `dateTo` "
         f"inclusive). Reading the whole window instead would take at least {naive} requests of 100 items.",
         "",
-        "- *later pokes* / *trigger later checks*: the same sensor (or trigger) remembers the one-second margins "
-        "around the window once they lie in the past, so a waiting poke costs a listing page and a count.",
-        "- *reschedule*: each poke is a new task run with no memory. A waiting poke whose first page shows a "
-        "conversation inside the window not completed yet skips the margins (its logged counts then carry a `~`: "
-        "they include the second on each side); otherwise it looks at them again.",
-        "- A non-completed conversation at `date_to` is outside the half-open window: the sensor says done, "
-        "after looking at the margins to tell it apart from one inside.",
+        "- A waiting poke stops at the first proof that a conversation inside the window is not completed: "
+        "the window's first page (newest first here), else one page per non-completed status seen so far "
+        "(`active` to begin with). `totalCount` is never used to say *done*.",
+        "- A poke that finds no such proof lists the window exactly (one request per ~75 conversations) before "
+        "saying done: the poke that finds a window done costs that listing, once.",
+        "- A non-completed conversation at `date_to` is outside the half-open window: the sensor says done "
+        "after the exact listing; one at `date_from` is inside: waiting, proven by the status page.",
         "",
         f"Produced by `python benchmarks/sensor_requests_per_poke.py --per-day {per_day}` "
         f"on {datetime.now(timezone.utc):%Y-%m-%d}.",

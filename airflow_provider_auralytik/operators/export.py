@@ -148,7 +148,7 @@ class _AuralytikExportOperator(BaseOperator):
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
         for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id), ("status", status)):
-            check_filter(name, value)  # rendered values are checked again when execute() builds the filters
+            check_filter(name, value, resolved=False)  # checked again once rendered, when execute() starts
         check_output_options(file_format, compression, max_records_per_part)
         self.destination = destination
         self.destination_conn_id = destination_conn_id

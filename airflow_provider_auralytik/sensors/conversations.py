@@ -67,10 +67,9 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.max_pending = check_max_pending(max_pending)
-        if not (isinstance(conversation_ids, str) and "{{" in conversation_ids):  # else checked once rendered
-            check_conversation_ids(conversation_ids)
+        check_conversation_ids(conversation_ids, resolved=False)  # templates and XComArgs: once rendered
         for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id)):
-            check_filter(name, value)
+            check_filter(name, value, resolved=False)
         self.conversation_ids = conversation_ids
         self.date_from = date_from
         self.date_to = date_to

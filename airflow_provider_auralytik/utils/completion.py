@@ -30,6 +30,7 @@ from typing import Any
 
 from airflow_provider_auralytik.hooks.auralytik import AuralytikNotFoundError
 from airflow_provider_auralytik.utils.listing import (
+    PLAIN_VALUES,
     Call,
     ConversationCall,
     ConversationFilters,
@@ -160,12 +161,22 @@ def check_ids(conversation_ids: Sequence[str], memory: CompletionMemory, max_pen
     )
 
 
-def check_conversation_ids(value: Any) -> list[str] | None:
-    """``conversation_ids`` as a list of ids; anything but ``None`` or a list of non-empty strings raises."""
+def check_conversation_ids(value: Any, *, resolved: bool = True) -> list[str] | None:
+    """
+    ``conversation_ids`` as a list of ids; anything but ``None`` or a list of non-empty strings raises.
+
+    ``resolved=False`` (the sensor's constructor): a template string or a value Airflow resolves later
+    (an ``XComArg``) passes, and is checked once rendered; plain bad values are refused at once.
+    """
     if value is None:
         return None
     if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(c, str) and c.strip() for c in value):
         return list(value)
+    later = (isinstance(value, str) and "{{" in value) or not isinstance(
+        value, (str, list, tuple, set, frozenset, *PLAIN_VALUES)
+    )
+    if not resolved and later:
+        return None
     raise ValueError(
         f"conversation_ids must be a list of non-empty strings (conversation ids), not {value!r:.100}: pass "
         "e.g. ['conv_123', 'conv_456'] (a template must render to such a list), or leave it out to wait "

@@ -61,6 +61,8 @@ COUNT_TRUST = 1.5
 _HONEST = 0.1
 
 FILTERS = ("channel_id", "campaign_id", "status")
+#: Values that are what they are when a DAG is parsed (not resolved later by Airflow, as an XComArg is).
+PLAIN_VALUES = (int, float, bool, bytes, dict)
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -72,8 +74,13 @@ class CrowdedInstantError(ListingError):
     """More conversations than a page share one ``createdAt`` instant."""
 
 
-def check_filter(name: str, value: Any) -> None:
-    """A listing filter is one value (a string) or ``None``; a list would silently export one of them."""
+def check_filter(name: str, value: Any, *, resolved: bool = True) -> None:
+    """
+    A listing filter is one value (a string) or ``None``; a list would silently export one of them.
+
+    ``resolved=False`` (an operator's constructor): a value Airflow resolves later (an ``XComArg``)
+    passes, and is checked again once resolved; lists and plain non-strings are refused at once.
+    """
     if value is None or isinstance(value, str):
         return
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -82,7 +89,8 @@ def check_filter(name: str, value: Any) -> None:
             f"{name} per request; for several, map the task over them (.expand({name}=[...])), one "
             "destination each."
         )
-    raise ValueError(f"{name} must be a string or None, not {type(value).__name__} ({value!r:.80}).")
+    if resolved or isinstance(value, PLAIN_VALUES):
+        raise ValueError(f"{name} must be a string or None, not {type(value).__name__} ({value!r:.80}).")
 
 
 @dataclass(frozen=True)
