@@ -571,8 +571,9 @@ class Sandbox:
         return sorted(cid for cid, until in self._held.items() if now < until)
 
     def requests_for(self, date_from: datetime | date | str, date_to: datetime | date | str) -> list[str]:
-        """The logged requests about ``[date_from, date_to)``: listings whose range meets it, and fetches of
-        conversations created in it (by id or their messages)."""
+        """The logged requests about ``[date_from, date_to)``: listings whose range overlaps it by more than
+        the second a client widens its bounds by, and fetches of conversations created in it (by id or their
+        messages)."""
         low, high = to_us(date_from), to_us(date_to)
         touched: list[str] = []
         for kind, path in list(self.request_log):
@@ -581,7 +582,8 @@ class Sandbox:
                 params = parse_qs(split.query)
                 start = _date_param(params, "dateFrom")
                 end = _date_param(params, "dateTo")
-                if (start is None or start < high) and (end is None or end >= low):
+                overlap = min(high, high if end is None else end) - max(low, low if start is None else start)
+                if overlap > US:
                     touched.append(path)
             elif kind in ("get", "messages"):
                 record = self._data.by_id.get(str(_route(split.path)[1]))

@@ -27,7 +27,8 @@ def dag(airflow_db):
 
 def test_dag_shape(dag):
     assert dag is not None
-    assert set(dag.task_dict) == {"wait_for_completed", "export_conversations", "export_messages"}
+    assert set(dag.task_dict) == {"wait_for_completed", "export_conversations", "export_messages", "catch_up"}
+    assert dag.task_dict["catch_up"].upstream_task_ids == set()  # earlier days: it does not wait for today's
     assert dag.task_dict["wait_for_completed"].downstream_task_ids == {"export_conversations", "export_messages"}
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
 

@@ -1,0 +1,360 @@
+"""
+Late conversations: bring the last few windows' exports up to date once their conversations complete.
+
+A day's export lists, in its manifest, the conversations that were not ``completed`` when it ran
+(``"pending"``). :class:`AuralytikCatchUpOperator` runs in the daily DAG and, for each of the ``lookback``
+windows before the run's own:
+
+1. reads that window's committed manifest (no API request);
+2. nothing pending there: done, **zero** requests;
+3. else lists the window once (an exact listing: a page per ~75 conversations, not one request per
+   pending conversation) and compares it with the manifest;
+4. any pending conversation completed, changed status or is gone, or conversations appeared: re-exports
+   the window as a new snapshot with the export operators' own code (same window, filters, format and
+   ``include_pending`` as the manifest records), and emits an asset event for it; else does nothing.
+
+Running it again changes nothing that has not changed at the API: it is idempotent and safe to run daily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_auralytik._compat import BaseOperator
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
+from airflow_provider_auralytik.operators.export import (
+    DEFAULT_MAX_RECORDS_PER_PART,
+    AuralytikExportConversationsOperator,
+    AuralytikExportMessagesOperator,
+    register_asset_alias,
+    storage_url,
+)
+from airflow_provider_auralytik.utils.window import (
+    DEFAULT_DATE_FROM,
+    DEFAULT_DATE_TO,
+    DateWindow,
+    explain_missing_data_interval,
+)
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from airflow_provider_auralytik._compat import Context
+    from airflow_provider_auralytik.output.destination import Destination
+
+#: Windows a catch-up may look back over: a year of daily runs.
+MAX_LOOKBACK = 366
+_EXPORTS: dict[str, type[AuralytikExportConversationsOperator] | type[AuralytikExportMessagesOperator]] = {
+    "conversations": AuralytikExportConversationsOperator,
+    "messages": AuralytikExportMessagesOperator,
+}
+#: Context keys that carry the run's interval: shifted to each earlier window before a destination is rendered.
+_SHIFTED_KEYS = ("data_interval_start", "data_interval_end", "logical_date")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed at the API since a window was exported, for the conversations its manifest listed as pending."""
+
+    #: Pending then, ``completed`` now.
+    completed: list[str] = field(default_factory=list)
+    #: Pending then, now in another status that is not ``completed``, or gone (deleted).
+    changed: list[str] = field(default_factory=list)
+    #: Not completed now and not listed as pending then (new, or back from ``completed``).
+    new_pending: list[str] = field(default_factory=list)
+    #: More conversations in the window now than the export wrote.
+    appeared: int = 0
+    #: Still pending, as they were.
+    still_pending: list[str] = field(default_factory=list)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.completed or self.changed or self.new_pending or self.appeared)
+
+    def describe(self) -> str:
+        parts = [
+            f"{len(self.completed)} completed" if self.completed else "",
+            f"{len(self.changed)} changed status or gone" if self.changed else "",
+            f"{len(self.new_pending)} newly not completed" if self.new_pending else "",
+            f"{self.appeared} appeared" if self.appeared else "",
+            f"{len(self.still_pending)} still pending" if self.still_pending else "",
+        ]
+        return ", ".join(p for p in parts if p) or "nothing pending"
+
+
+def compare(manifest: dict[str, Any], listed: dict[str, dict[str, Any]]) -> Changes:
+    """
+    Compare a committed manifest's ``"pending"`` with the window as listed now (``{id: conversation}``).
+
+    New conversations are seen from the count (the manifest records how many the export listed, not their
+    ids): a window that holds more now than ``counts.conversations`` gained some.
+    """
+    from airflow_provider_auralytik.utils.completion import pending_entry
+
+    then = {str(p["conversation_id"]): p.get("status") for p in manifest.get("pending", [])}
+    now = {cid: entry.get("status") for cid, c in listed.items() if (entry := pending_entry(c)) is not None}
+    completed, changed, still = [], [], []
+    for cid, status in then.items():
+        if cid in listed and cid not in now:
+            completed.append(cid)
+        elif cid not in listed or now[cid] != status:
+            changed.append(cid)
+        else:
+            still.append(cid)
+    exported = int(manifest.get("counts", {}).get("conversations", 0))
+    return Changes(
+        completed=completed,
+        changed=changed,
+        new_pending=[cid for cid in now if cid not in then],
+        appeared=max(0, len(listed) - exported),
+        still_pending=still,
+    )
+
+
+def window_context(context: Context, shift: timedelta) -> dict[str, Any]:
+    """The run's template context as a run ``shift`` earlier sees it: its interval, logical date and ``ds``/``ts``
+    keys moved back by ``shift`` (everything else, ``var``, ``params``, ``macros`` …, as is)."""
+    shifted: dict[str, Any] = dict(context)
+    for key in _SHIFTED_KEYS:
+        if shifted.get(key) is not None:
+            shifted[key] = shifted[key] - shift
+    logical = shifted.get("logical_date")
+    if logical is not None:
+        ts = logical.isoformat()
+        shifted.update(
+            ds=logical.strftime("%Y-%m-%d"),
+            ds_nodash=logical.strftime("%Y%m%d"),
+            ts=ts,
+            ts_nodash=logical.strftime("%Y%m%dT%H%M%S"),
+            ts_nodash_with_tz=ts.replace("-", "").replace(":", ""),
+        )
+    return shifted
+
+
+class AuralytikCatchUpOperator(BaseOperator):
+    """
+    Bring the exports of the ``lookback`` windows before this run's up to date with late conversations.
+
+    For each earlier window (same length as this run's, e.g. the previous 3 days of a daily DAG) and each
+    destination given, it reads the committed manifest. A window whose export had nothing pending costs no
+    API request; otherwise the window is listed once and, when a pending conversation completed (or changed,
+    or new ones appeared), the window is exported again as a new snapshot, by the export operators' own code,
+    with the window, filters, format, compression and ``include_pending`` its manifest records. Nothing changed:
+    nothing is written. Idempotent; safe to run every day.
+
+    :param conversations_destination: / :param messages_destination: The ``destination`` templates of the
+        daily exports (at least one), e.g. ``".../messages/date={{ data_interval_start | ds }}"``. Rendered
+        once per earlier window, with ``data_interval_start``/``data_interval_end``, ``logical_date``,
+        ``ds``, ``ts`` … of that window.
+    :param destination_conn_id: Connection for that store (templated), as given to the exports.
+    :param lookback: How many windows before this run's to bring up to date (default 3, at most 366).
+    :param date_from: / :param date_to: This run's window (templated; default its data interval); the
+        windows looked at are the ``lookback`` ones of the same length just before it.
+    :param page_size: / :param max_records_per_part: / :param max_concurrency: / :param pii_guard: As for the
+        exports, used by the checks and the re-exports.
+    :param auralytik_conn_id: Connection of type ``auralytik``.
+    :param asset_alias: Name of an ``AssetAlias``: each re-exported window records an asset event for its
+        destination, as the exports do.
+
+    Returns (XCom) a small summary: per window and kind what was done, the re-export count and API requests.
+    """
+
+    template_fields: Sequence[str] = ("destination_conn_id", "date_from", "date_to")
+    ui_color = "#e8f4f8"
+
+    def __init__(
+        self,
+        *,
+        conversations_destination: str | None = None,
+        messages_destination: str | None = None,
+        destination_conn_id: str | None = None,
+        lookback: int = 3,
+        date_from: datetime | str | None = DEFAULT_DATE_FROM,
+        date_to: datetime | str | None = DEFAULT_DATE_TO,
+        page_size: int = 100,
+        max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
+        max_concurrency: int = 16,
+        pii_guard: str = "mask",
+        auralytik_conn_id: str = AuralytikHook.default_conn_name,
+        asset_alias: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        for name, value in (
+            ("conversations_destination", conversations_destination),
+            ("messages_destination", messages_destination),
+        ):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be the export's destination template (a string), not {value!r}.")
+        if not (conversations_destination or messages_destination):
+            raise ValueError(
+                "Give conversations_destination and/or messages_destination: the destination templates of the "
+                "exports to bring up to date (e.g. '/data/auralytik/messages/date={{ data_interval_start | ds }}')."
+            )
+        if isinstance(lookback, bool) or not isinstance(lookback, int) or not 1 <= lookback <= MAX_LOOKBACK:
+            raise ValueError(
+                f"lookback must be an integer from 1 to {MAX_LOOKBACK} (earlier windows to bring up to date), "
+                f"not {lookback!r}."
+            )
+        self.conversations_destination = conversations_destination
+        self.messages_destination = messages_destination
+        self.destination_conn_id = destination_conn_id
+        self.lookback = lookback
+        self.date_from = date_from
+        self.date_to = date_to
+        self.page_size = page_size
+        self.max_records_per_part = max_records_per_part
+        self.max_concurrency = max_concurrency
+        self.pii_guard = pii_guard
+        self.auralytik_conn_id = auralytik_conn_id
+        self.asset_alias = asset_alias
+        register_asset_alias(self, asset_alias)
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        with explain_missing_data_interval():
+            super().render_template_fields(context, jinja_env)
+
+    @cached_property
+    def hook(self) -> AuralytikHook:
+        return AuralytikHook(self.auralytik_conn_id)
+
+    # -- the plan: which destinations, of which windows -------------------------------------------
+
+    def _templates(self) -> list[tuple[str, str]]:
+        return [
+            (kind, template)
+            for kind, template in (
+                ("conversations", self.conversations_destination),
+                ("messages", self.messages_destination),
+            )
+            if template
+        ]
+
+    def _plan(self, context: Context) -> list[tuple[DateWindow, str, Destination]]:
+        """Each earlier window (oldest first) and kind, with its destination rendered and checked: no I/O."""
+        from airflow_provider_auralytik.output.destination import check_destination
+
+        current = DateWindow.resolve(self.date_from, self.date_to)
+        length = current.end - current.start
+        jinja_env = self.get_template_env()
+        plan = []
+        for back in range(self.lookback, 0, -1):
+            window = DateWindow(current.start - back * length, current.end - back * length)
+            values = window_context(context, back * length)
+            for kind, template in self._templates():
+                with explain_missing_data_interval():
+                    url = self.render_template(template, values, jinja_env)  # type: ignore[arg-type]
+                plan.append((window, kind, check_destination(url, self.destination_conn_id)))
+        return plan
+
+    def _export_for(self, kind: str, manifest: dict[str, Any], target: Destination) -> Any:
+        """An export operator (not in any DAG) set up as the manifest's export was: window, filters, format."""
+        options: dict[str, Any] = {}
+        if kind == "messages":
+            options = {
+                "max_concurrency": self.max_concurrency,
+                "pii_guard": self.pii_guard,
+                "include_pending": bool(manifest.get("include_pending", True)),
+            }
+        window = manifest["window"]
+        return _EXPORTS[kind](
+            task_id=f"{self.task_id}__{kind}_{window['date_from'][:10]}",
+            destination=target.url,
+            destination_conn_id=target.conn_id,
+            date_from=window["date_from"],
+            date_to=window["date_to"],
+            page_size=self.page_size,
+            compression=manifest.get("compression", "gzip"),
+            max_records_per_part=self.max_records_per_part,
+            file_format=manifest.get("format", "jsonl"),
+            auralytik_conn_id=self.auralytik_conn_id,
+            asset_alias=self.asset_alias,
+            **{name: manifest.get("filters", {}).get(name) for name in ("channel_id", "campaign_id", "status")},
+            **options,
+        )
+
+    # -- the run ------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_auralytik.output.destination import open_destination
+        from airflow_provider_auralytik.output.reader import read_manifest
+
+        plan = self._plan(context)  # every destination checked before any request
+        _ = self.hook.settings  # a missing connection fails here, before any request
+        listings: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+        results: list[dict[str, Any]] = []
+        requests = 0
+        try:
+            for window, kind, target in plan:
+                destination = open_destination(target)
+                url = storage_url(destination)
+                manifest = read_manifest(destination)
+                entry: dict[str, Any] = {"kind": kind, **window.as_dict(), "destination": url}
+                results.append(entry)
+                if manifest is None:
+                    self.log.warning(
+                        "No committed %s export for %s at %s: nothing to bring up to date (that day's own "
+                        "export has not succeeded; run or clear it).",
+                        kind,
+                        window,
+                        url,
+                    )
+                    entry["action"] = "missing"
+                    continue
+                pending = manifest.get("pending")
+                if not pending:
+                    why = "nothing pending" if pending is not None else "manifest does not list pending"
+                    self.log.info("%s %s at %s: %s; no request.", window, kind, url, why)
+                    entry["action"] = "nothing pending"
+                    continue
+                key = (
+                    manifest["window"]["date_from"],
+                    manifest["window"]["date_to"],
+                    *sorted(manifest["filters"].items()),
+                )
+                if key not in listings:
+                    listings[key], cost = self._list(manifest)
+                    requests += cost
+                changes = compare(manifest, listings[key])
+                entry.update(pending=len(pending), completed=len(changes.completed))
+                if not changes.any:
+                    self.log.info(
+                        "%s %s at %s: %s (e.g. %s); left as it is.",
+                        window,
+                        kind,
+                        url,
+                        changes.describe(),
+                        ", ".join(changes.still_pending[:5]),
+                    )
+                    entry["action"] = "unchanged"
+                    continue
+                self.log.info("%s %s at %s: %s; exporting it again.", window, kind, url, changes.describe())
+                summary = self._export_for(kind, manifest, target).export(context)
+                requests += int(summary.get("api_requests", 0) or 0)
+                entry.update(action="re-exported", pending_now=summary.get("conversations_pending", 0))
+        finally:
+            self.hook.close()
+        reexported = sum(1 for r in results if r.get("action") == "re-exported")
+        summary = {"windows": results, "reexported": reexported, "api_requests": requests}
+        self.log.info(
+            "Caught up %d window(s) of %d: %d re-exported, %d API request(s).",
+            len({(r["date_from"], r["kind"]) for r in results}),
+            self.lookback,
+            reexported,
+            requests,
+        )
+        return summary
+
+    def _list(self, manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], int]:
+        """The manifest's window, with its filters, as listed now: ``{id: conversation}`` and the requests it took."""
+        from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
+
+        window = DateWindow.resolve(manifest["window"]["date_from"], manifest["window"]["date_to"])
+        filters = ConversationFilters(**{k: v for k, v in manifest.get("filters", {}).items() if v})
+        listing = WindowListing(self.hook, window, filters, page_size=self.page_size)
+        listed = {str(c.get("id")): c for c in listing}
+        return listed, listing.requests
