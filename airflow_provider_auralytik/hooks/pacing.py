@@ -159,11 +159,6 @@ class Pacer:
             else:
                 self._on_answer(now)
 
-    def cancel(self) -> None:
-        """A request admitted by :meth:`try_acquire` was not sent after all."""
-        with self._lock:
-            self._in_flight -= 1
-
     def _measured_rate(self, now: float) -> float | None:
         """Answers (not 429) per second over the last ``WINDOW`` s of sending, ``None`` with less than
         ``MIN_WINDOW`` s of it (a pause is not sending: it would read as a low rate)."""
@@ -214,6 +209,8 @@ class Pacer:
         if self._first_answer is None:
             self._first_answer = now
         self._accepted.append(now)
+        while self._accepted[0] < now - WINDOW:  # only the last WINDOW seconds are ever measured
+            self._accepted.popleft()
         if self._slow_start:
             self._limit = min(float(self.max_concurrency), self._limit + 1)
             return

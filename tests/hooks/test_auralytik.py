@@ -1331,3 +1331,50 @@ async def test_async_missing_key(monkeypatch, fake_api):
     with pytest.raises(AuralytikAuthError, match="'auralytik_default' has no API key"):
         await hook.aget_conversation("conv_123")
     assert fake_api.requests == []
+
+
+@pytest.mark.asyncio
+async def test_async_path_holds_in_the_pause_a_sync_429_started(fake_api, ahook, m, sleeps):
+    # A sensor's or an export's 429 (sync) holds the trigger's requests (async) on the same key.
+    m.get(CONV_URL, [{"status_code": 429, "headers": {"Retry-After": "30"}}, {"json": {"id": "conv_123"}}])
+    sync_hook = AuralytikHook()
+    pacer = sync_hook.pacer
+    assert pacer.try_acquire() == 0.0  # a sync request in flight ...
+    pacer.release(pacer.clock.now(), throttled=True, retry_after=30)  # ... answered 429, Retry-After 30
+    fake_api.script = [httpx.Response(200, json={"id": "conv_123"})]
+    assert await ahook.aget_conversation("conv_123") == {"id": "conv_123"}
+    assert await ahook._asettings() is not None
+    assert ahook.pacer is pacer
+    assert sum(sleeps) == pytest.approx(30.0, abs=pacing.PAUSE_JITTER)  # waited before sending
+    assert len(fake_api.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_async_429s_spend_no_attempts_and_are_counted(monkeypatch, fake_api):
+    set_conn(monkeypatch, host=BASE, password=KEY, extra={"max_retries": 0})
+    hook = AuralytikHook()
+    fake_api.script = [
+        httpx.Response(429, headers={"Retry-After": "2"}),
+        httpx.Response(429, headers={"Retry-After": "2"}),
+        httpx.Response(200, json={"id": "conv_123"}),
+    ]
+    try:
+        assert await hook.aget_conversation("conv_123") == {"id": "conv_123"}
+    finally:
+        await hook.aclose()
+    assert hook.throttle_counts() == {"throttled_requests": 2, "rate_limit_wait_seconds": pytest.approx(4.0, abs=0.2)}
+
+
+def test_429_storm_past_rate_limit_max_wait_fails_in_one_line_naming_it(monkeypatch, m, sleeps):
+    set_conn(monkeypatch, host=BASE, password=KEY, extra={"rate_limit_max_wait": 60, "max_retries": 0})
+    m.get(CONV_URL, status_code=429, headers={"Retry-After": "10"}, json=ECHO)
+    with pytest.raises(AuralytikUnavailableError) as info:
+        AuralytikHook().get_conversation("conv_123")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "429 Too Many Requests" in message
+    assert "rate_limit_max_wait=60 s" in message
+    assert "'auralytik_default'" in message
+    assert 50 <= sum(sleeps) <= 61  # held until the next pause would end past the budget; no attempt count
+    assert 6 <= m.call_count <= 7
+    assert_exception_has_no_key(info.value)
