@@ -626,7 +626,7 @@ def test_conversations_operator_writes_parquet(api: Any, tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_manifest.json", part]
     assert (manifest["format"], manifest["compression"]) == ("parquet", "gzip")  # Parquet's gzip by default
     assert manifest["schema"] == CONVERSATIONS.describe()
-    assert manifest["counts"] == {"conversations": 120} == {"conversations": summary["conversations"]}
+    assert manifest["counts"]["conversations"] == 120 == summary["conversations"]
 
     table = pq.read_table(tmp_path / part)
     assert table.schema.equals(CONVERSATIONS.arrow_schema(), check_metadata=True)
