@@ -181,7 +181,8 @@ class Service:
         """``stop_signal`` to the whole tree, SIGKILL what is left after ``timeout`` s; waits until gone."""
         if not self.alive():
             return
-        self.signal(self.stop_signal)
+        if not self._signalled:  # down() may have signalled it already, with the others
+            self.signal(self.stop_signal)
         try:
             wait_for(f"{self.name} to stop", lambda: not self.alive(), timeout, 0.2)
         except DeploymentError:
@@ -270,13 +271,20 @@ class Deployment:
         stage("ready")
 
     def down(self, *, remove: bool = True) -> None:
-        """Stop every process group (latest first), then remove the temp dir."""
+        """Stop every process group, then remove the temp dir. Airflow's components are signalled
+        together (each finishes its shutdown in parallel), then the broker, DB, lake and sandbox."""
         errors: list[str] = []
-        for service in reversed(list(self.services.values())):
-            try:
-                service.stop()
-            except DeploymentError as exc:  # pragma: no cover - go on stopping the others
-                errors.append(str(exc))
+        services = list(self.services.values())
+        airflow = [s for s in services if s.name in AIRFLOW_SERVICES]
+        for batch in (airflow, [s for s in services if s not in airflow]):
+            for service in batch:
+                if service.alive():
+                    service.signal(service.stop_signal)
+            for service in batch:
+                try:
+                    service.stop()
+                except DeploymentError as exc:  # pragma: no cover - go on stopping the others
+                    errors.append(str(exc))
         if remove:
             shutil.rmtree(self.base, ignore_errors=True)
         if errors:  # pragma: no cover
