@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_auralytik._compat import Context, ObjectStoragePath
     from airflow_provider_auralytik.output.writer import PartWriter
-    from airflow_provider_auralytik.utils.concurrency import OrderedMap, Prefetch
+    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap, Prefetch
     from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.utils.progress import Progress
 
@@ -45,6 +45,11 @@ NOT_FOUND_FIRST = 5
 #: What a messages export fetches per conversation: its id, its ``"pending"`` entry if it is not completed,
 #: and its messages (``None``: gone, 404).
 Fetched = tuple[str, dict[str, Any] | None, list[dict[str, Any]] | None]
+
+
+def listing_ahead(max_concurrency: int, page_size: int) -> int:
+    """Pieces of the window listed at once: enough to keep ``max_concurrency`` fetches fed twice over."""
+    return max(2, -(-2 * max_concurrency // page_size) + 1)
 
 
 def storage_url(path: ObjectStoragePath) -> str:
@@ -120,7 +125,7 @@ class _AuralytikExportOperator(BaseOperator):
     #: What the manifest calls a record of this export.
     kind: str = ""
     #: Each export starts reading (and fetching) as soon as its stream exists ...
-    _stream: Callable[[WindowListing], Prefetch[Any] | OrderedMap[Any, Any]]
+    _stream: Callable[[WindowListing], Prefetch[Any] | AsyncOrderedMap[Any, Any]]
     #: ... then writes the stream's records and returns the manifest's own fields (at least ``counts``).
     _export: Callable[[Iterable[Any], WindowListing, PartWriter, Progress], dict[str, Any]]
 
@@ -359,7 +364,7 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
     def hook(self) -> AuralytikHook:
         return AuralytikHook(self.auralytik_conn_id, max_concurrency=self.max_concurrency)
 
-    def _fetch(self, conversation: dict[str, Any]) -> Fetched:
+    async def _fetch(self, conversation: dict[str, Any]) -> Fetched:
         """The conversation's id, its pending entry (if not completed) and its messages (``None``: 404)."""
         from airflow_provider_auralytik.utils.completion import pending_entry
 
@@ -368,7 +373,7 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         if pending is not None and not self.include_pending:
             return conversation_id, pending, []  # not fetched: its messages are not final yet
         try:
-            return conversation_id, pending, self.hook.get_messages(conversation_id)
+            return conversation_id, pending, await self.hook.aget_messages(conversation_id)
         except AuralytikNotFoundError:
             return conversation_id, pending, None
 
@@ -381,10 +386,17 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             status=404,
         )
 
-    def _stream(self, listing: WindowListing) -> OrderedMap[dict[str, Any], Fetched]:
-        from airflow_provider_auralytik.utils.concurrency import OrderedMap
+    def _stream(self, listing: WindowListing) -> AsyncOrderedMap[dict[str, Any], Fetched]:
+        """Listing and fetches on one event-loop thread (the hook's async pool): up to
+        ``max_concurrency`` requests in flight, the window's pieces listed ahead in parallel."""
+        from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
 
-        return OrderedMap(self._fetch, listing, workers=self.max_concurrency)
+        hook = self.hook
+        hook.use_async_pool()
+        ahead = listing_ahead(self.max_concurrency, self.page_size)
+        return AsyncOrderedMap(
+            self._fetch, lambda: listing.alist(ahead=ahead), lookahead=4 * self.max_concurrency, cleanup=hook.aclose
+        )
 
     def _export(
         self,

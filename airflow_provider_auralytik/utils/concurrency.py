@@ -1,18 +1,23 @@
 """
 Reading ahead, and fetching concurrently in order: the backpressure between fetching and writing.
 
-Both start working when created, so an export's requests overlap whatever it still has to set up
+Threads (:class:`Prefetch`, :class:`OrderedMap`) for the hook's sync methods; one asyncio event-loop
+thread (:class:`AsyncOrderedMap`, with :class:`Gate` bounding what is in flight) for its async
+methods, which is how the messages export keeps hundreds of requests in flight. All start working
+when created, so an export's requests overlap whatever it still has to set up
 (opening the destination costs Airflow a few hundred milliseconds of imports on first use).
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -120,3 +125,197 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, looka
     """Yield ``fn(item)`` for each item, in order, ``workers`` at a time (see :class:`OrderedMap`)."""
     with OrderedMap(fn, items, workers=workers, lookahead=lookahead) as results:
         yield from results
+
+
+# ---------------------------------------------------------------------------------------------
+# The asyncio side: one event-loop thread keeps hundreds of requests in flight
+# ---------------------------------------------------------------------------------------------
+
+
+class Gate:
+    """
+    Admits at most ``limit()`` holders at once, first come first served (asyncio, one loop).
+
+    ``limit`` is read again on every release and admission, so a limit that moves (the pacer's
+    in-flight limit: slow start, a cut after a 429) takes effect at once, without polling. When
+    nothing is held, one waiter is always admitted.
+    """
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
+        self._held = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    async def acquire(self) -> None:
+        if not self._waiters and (self._held == 0 or self._held < self._limit()):
+            self._held += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # admitted, then cancelled: hand the slot on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        self._held -= 1
+        limit = self._limit()
+        while self._waiters and (self._held == 0 or self._held < limit):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._held += 1
+                waiter.set_result(None)
+
+    async def __aenter__(self) -> Gate:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class EventLoopThread:
+    """An asyncio event loop running in a daemon thread until :meth:`stop`."""
+
+    def __init__(self, name: str = "auralytik-io") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, R]) -> Future[R]:
+        """Run ``coro`` on the loop; its :class:`concurrent.futures.Future`."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class AsyncOrderedMap(Generic[T, R]):
+    """
+    ``await fn(item)`` for each item of an async iterable, on an event-loop thread of its own;
+    the results are handed to a synchronous consumer in input order.
+
+    The asyncio counterpart of :class:`OrderedMap`: no thread per call, so hundreds of calls can be
+    in flight without contending for the GIL. How many run at once is up to ``fn`` (the hook's
+    :class:`Gate`); at most ``lookahead`` calls are started but not yet consumed, so a slow consumer
+    holds the producer back and memory stays bounded. ``items`` is a factory called on the loop
+    (e.g. an async generator function). An exception from ``fn`` or from ``items`` is raised to the
+    consumer in its place in the order; ``close()`` (or leaving the ``with`` block) cancels whatever
+    still runs, awaits ``cleanup()`` on the loop, and stops it.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[T], Coroutine[Any, Any, R]],
+        items: Callable[[], AsyncIterable[T]],
+        *,
+        lookahead: int,
+        cleanup: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        if lookahead < 1:
+            raise ValueError(f"lookahead must be at least 1, not {lookahead}.")
+        self._fn = fn
+        self._lookahead = lookahead
+        self._cleanup = cleanup
+        self._out: queue.SimpleQueue[R | _End] = queue.SimpleQueue()
+        self._pending: deque[asyncio.Task[R]] = deque()
+        self._exhausted = False
+        self._finished = False
+        self._consumed = 0
+        self._io = EventLoopThread()
+        self._slots = asyncio.Semaphore(lookahead)
+        self._producer = self._io.submit(self._produce(items))
+
+    async def _produce(self, items: Callable[[], AsyncIterable[T]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async for item in items():
+                await self._slots.acquire()
+                task: asyncio.Task[R] = loop.create_task(self._fn(item))
+                self._pending.append(task)
+                task.add_done_callback(self._flush)
+        except BaseException as exc:
+            self._finish(exc)
+            raise
+        self._exhausted = True
+        self._flush()
+
+    def _flush(self, _: object = None) -> None:
+        """Hand the consumer every result at the head of the order that is ready."""
+        pending = self._pending
+        while pending and pending[0].done() and not self._finished:
+            task = pending.popleft()
+            if task.cancelled():
+                self._finish(asyncio.CancelledError())
+                return
+            error = task.exception()
+            if error is not None:
+                self._finish(error)
+                return
+            self._out.put(task.result())
+        if self._exhausted and not pending:
+            self._finish(None)
+
+    def _finish(self, error: BaseException | None) -> None:
+        if not self._finished:
+            self._finished = True
+            self._out.put(_End(error))
+
+    def _release(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
+
+    def __iter__(self) -> Iterator[R]:
+        batch = max(1, self._lookahead // 8)  # hand slots back in batches: one loop wake-up each
+        taken = 0
+        while True:
+            entry = self._out.get()
+            if isinstance(entry, _End):
+                if entry.error is not None:
+                    raise entry.error
+                return
+            taken += 1
+            if taken >= batch:
+                self._io.loop.call_soon_threadsafe(self._release, taken)
+                taken = 0
+            yield entry
+
+    async def _shutdown(self) -> None:
+        self._finished = True
+        tasks = [*self._pending, *(t for t in asyncio.all_tasks() if t is not asyncio.current_task())]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.get_running_loop().shutdown_asyncgens()
+        if self._cleanup is not None:
+            await self._cleanup()
+
+    def close(self) -> None:
+        if self._io.loop.is_closed():
+            return
+        try:
+            self._io.submit(self._shutdown()).result()
+        finally:
+            self._io.stop()
+
+    def __enter__(self) -> AsyncOrderedMap[T, R]:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -30,16 +30,21 @@ answer; one that does not is looked up: gone (404) or no longer matching the fil
 there means the server did not honour the bounds (e.g. fractions of a second), and the listing
 fails rather than skip it. Items outside the bounds asked for fail the same way.
 
-The listing is written once, sans I/O (:func:`list_window` yields the calls it needs and the
-conversations it is sure of); :class:`WindowListing` drives it with the hook's sync methods, the
-completion check (:mod:`~airflow_provider_auralytik.utils.completion`) inside its own generator.
+The listing is written once, sans I/O, one piece at a time (:func:`_list_piece` yields the calls
+a piece needs and returns what it holds or how it is cut). :func:`list_window` lists the pieces one
+after the other: :class:`WindowListing` drives it with the hook's sync methods, the completion check
+(:mod:`~airflow_provider_auralytik.utils.completion`) inside its own generator. :func:`alist_window`
+lists them concurrently on an event loop once the first answer has cut the window, in the same
+order (:meth:`WindowListing.alist`, the export's way).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
-from collections.abc import Generator, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -302,45 +307,116 @@ def list_window(
     """
     filters = filters or ConversationFilters()
     stats = stats if stats is not None else ListingStats()
-    describe = f" (filters {filters.as_dict()})" if filters.as_dict() else ""
     stack = [_Piece(window)]
     while stack:
-        piece = stack.pop()
-        low, high = piece.window.server_bounds()
-        query = {**filters.query(), "date_from": low, "date_to": high, "page": 1, "page_size": page_size}
-        page = yield PageCall(query)
-        stats.requests += 1
-        data, count = page["data"], page["totalCount"]
-        if stats.estimated_total is None:
-            stats.estimated_total = count
-        placed = _placed(data)
-        _check_bounds(placed, low, high)
-        inside = {str(c.get("id")): (t, c) for t, c in placed if piece.window.start <= t < piece.window.end}
-        served = page.get("pageSize")
-        full = min(page_size, served) if isinstance(served, int) and served > 0 else page_size
-        if len(data) < full:
-            stats.short_found += len(data)
-            stats.short_announced += max(count, 0)
-            yield from _verify(piece, inside, filters, query, stats)
-            found = sorted(inside.values(), key=lambda tc: (tc[0], str(tc[1].get("id"))))
-            yield Found([c for _, c in found])
-            continue
-        instants = [t for t, _ in inside.values()]
-        margins = [t for t, _ in placed if not piece.window.start <= t < piece.window.end]
-        if 2 * len(margins) >= len(data):  # the page is mostly what the margins add
-            if len(set(margins)) == 1:
-                raise _crowded(margins[0], describe, page_size)
-            finer = piece.window.finer()
-            if finer is not None:  # ask again with one-unit-finer margins
-                stack.append(_Piece(DateWindow(piece.window.start, piece.window.end, finer), piece.expected))
-                continue
-        parts = _fan_out(piece.window, count, len(data), instants, page_size, stats)
-        known = {**piece.expected, **{cid: c for cid, (_, c) in inside.items()}}
-        children = _cut(piece.window, parts, instants, [t for t, _ in placed], describe, page_size)
-        stack.extend(
-            _Piece(child, {cid: c for cid, c in known.items() if child.contains(c["createdAt"])})
-            for child in reversed(children)
-        )
+        outcome = yield from _list_piece(stack.pop(), filters, page_size, stats)
+        if isinstance(outcome, Found):
+            yield outcome
+        else:
+            stack.extend(reversed(outcome))
+
+
+def _list_piece(
+    piece: _Piece, filters: ConversationFilters, page_size: int, stats: ListingStats
+) -> Generator[Call, Any, Found | list[_Piece]]:
+    """
+    One piece, sans I/O: its first page (and the look-ups that verify it); returns what the piece
+    holds (:class:`Found`, in ``createdAt`` order) or the pieces to list instead, in time order.
+    Pieces are independent of each other, so they can be listed one by one or all at once.
+    """
+    describe = f" (filters {filters.as_dict()})" if filters.as_dict() else ""
+    low, high = piece.window.server_bounds()
+    query = {**filters.query(), "date_from": low, "date_to": high, "page": 1, "page_size": page_size}
+    page = yield PageCall(query)
+    stats.requests += 1
+    data, count = page["data"], page["totalCount"]
+    if stats.estimated_total is None:
+        stats.estimated_total = count
+    placed = _placed(data)
+    _check_bounds(placed, low, high)
+    inside = {str(c.get("id")): (t, c) for t, c in placed if piece.window.start <= t < piece.window.end}
+    served = page.get("pageSize")
+    full = min(page_size, served) if isinstance(served, int) and served > 0 else page_size
+    if len(data) < full:
+        stats.short_found += len(data)
+        stats.short_announced += max(count, 0)
+        yield from _verify(piece, inside, filters, query, stats)
+        found = sorted(inside.values(), key=lambda tc: (tc[0], str(tc[1].get("id"))))
+        return Found([c for _, c in found])
+    instants = [t for t, _ in inside.values()]
+    margins = [t for t, _ in placed if not piece.window.start <= t < piece.window.end]
+    if 2 * len(margins) >= len(data):  # the page is mostly what the margins add
+        if len(set(margins)) == 1:
+            raise _crowded(margins[0], describe, page_size)
+        finer = piece.window.finer()
+        if finer is not None:  # ask again with one-unit-finer margins
+            return [_Piece(DateWindow(piece.window.start, piece.window.end, finer), piece.expected)]
+    parts = _fan_out(piece.window, count, len(data), instants, page_size, stats)
+    known = {**piece.expected, **{cid: c for cid, (_, c) in inside.items()}}
+    children = _cut(piece.window, parts, instants, [t for t, _ in placed], describe, page_size)
+    return [_Piece(child, {cid: c for cid, c in known.items() if child.contains(c["createdAt"])}) for child in children]
+
+
+async def alist_window(
+    window: DateWindow,
+    answer: Callable[[Call], Awaitable[Any]],
+    filters: ConversationFilters | None = None,
+    *,
+    page_size: int = 100,
+    stats: ListingStats | None = None,
+    ahead: int = 1,
+) -> AsyncIterator[dict[str, Any]]:
+    """
+    The conversations of ``window`` in ``createdAt`` order, listing up to ``ahead`` pieces at once.
+
+    The same pieces, requests and checks as :func:`list_window` (each piece one exact, atomic
+    answer); only the scheduling differs: once the first answer has cut the window, the earliest
+    ``ahead`` pieces not yet listed are asked for concurrently (``answer`` makes one call; how many
+    run at once is its business). Conversations come in order, so those of a later piece wait for
+    the earlier ones: at most ``ahead`` pieces (``ahead`` x ``page_size`` conversations) are held.
+    """
+    filters = filters or ConversationFilters()
+    stats = stats if stats is not None else ListingStats()
+    ahead = max(1, ahead)
+    # In time order: pieces not asked for yet, and the tasks listing the others.
+    queue: deque[_Piece | asyncio.Task[Found | list[_Piece]]] = deque([_Piece(window)])
+    try:
+        while queue:
+            for i in range(min(ahead, len(queue))):
+                head = queue[i]
+                if isinstance(head, _Piece):
+                    queue[i] = asyncio.ensure_future(_drive(_list_piece(head, filters, page_size, stats), answer))
+            task = queue[0]
+            assert isinstance(task, asyncio.Task)
+            outcome = await task
+            queue.popleft()
+            if isinstance(outcome, Found):
+                for conversation in outcome.conversations:
+                    yield conversation
+            else:
+                queue.extendleft(reversed(outcome))
+    finally:
+        for entry in queue:
+            if isinstance(entry, asyncio.Task):
+                if entry.done() and not entry.cancelled():
+                    entry.exception()  # a later piece's error, superseded by the one raised
+                entry.cancel()
+
+
+async def _drive(steps: Generator[Call, Any, Found | list[_Piece]], answer: Callable[[Call], Awaitable[Any]]) -> Any:
+    """Run one sans-I/O piece with async answers; its return value."""
+    value: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            call = steps.throw(error) if error is not None else steps.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        try:
+            value = await answer(call)
+        except Exception as exc:  # handed to the piece, which may know better (a 404)
+            error = exc
 
 
 def _verify(
@@ -401,6 +477,16 @@ class WindowListing:
     @property
     def estimated_total(self) -> int | None:
         return self.stats.estimated_total
+
+    def alist(self, *, ahead: int) -> AsyncIterator[dict[str, Any]]:
+        """The same conversations with the hook's async methods, ``ahead`` pieces listed at once
+        (see :func:`alist_window`); iterate it on one event loop."""
+        hook = self.hook
+
+        async def answer(call: Call) -> Any:
+            return await answer_async(hook, call)
+
+        return alist_window(self.window, answer, self.filters, page_size=self.page_size, stats=self.stats, ahead=ahead)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         steps = list_window(self.window, self.filters, page_size=self.page_size, stats=self.stats)

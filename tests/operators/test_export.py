@@ -189,15 +189,15 @@ def test_pii_guard_off_keeps_what_the_api_returned(api, tmp_path):
 def test_conversation_deleted_between_listing_and_fetch_is_skipped_and_listed(api, tmp_path, monkeypatch):
     sandbox = api()
     victim = sorted(sandbox.conversations_in(DAY, NEXT))[7]
-    original_iter = WindowListing.__iter__
+    original_alist = WindowListing.alist
 
-    def iter_then_delete(self):
-        for conversation in original_iter(self):
+    async def alist_then_delete(self, **kwargs):
+        async for conversation in original_alist(self, **kwargs):
             if conversation["id"] == victim:
                 sandbox.delete_conversation(victim)
             yield conversation
 
-    monkeypatch.setattr(WindowListing, "__iter__", iter_then_delete)
+    monkeypatch.setattr(WindowListing, "alist", alist_then_delete)
     summary = messages_op(tmp_path).execute(context={})
     manifest = json.loads((tmp_path / "_manifest.json").read_text())
     assert manifest["skipped"] == [{"conversation_id": victim, "reason": "not found (404) after listing"}]

@@ -1,0 +1,270 @@
+"""
+The hook's asyncio HTTP/1.1 transport: hundreds of GETs in flight on one event-loop thread.
+
+Why not ``httpx.AsyncClient`` (the trigger's client) or ``requests`` in threads for the export:
+measured on the same local server (``benchmarks/export_messages.py``, docs/benchmarks.md), httpx's
+connection pool spends about 3 ms of CPU per request with 32 connections open, and ``requests`` about
+1 ms per request plus the GIL contention of one thread per request in flight. This module moves bytes
+with `h11 <https://h11.readthedocs.io>`_ (the sans-I/O HTTP/1.1 parser httpx itself is built on, so no
+new dependency) over asyncio protocols: about 0.15 ms per request, whatever the number in flight.
+
+It only moves bytes: the hook describes the request (:class:`~airflow_provider_auralytik.hooks.auralytik.ApiRequest`),
+interprets the answer, paces and retries, exactly as on its other paths. Kept deliberately small:
+``GET`` only, keep-alive connections reused (a reused connection the server had already closed is
+retried once on a new one, as urllib3 does: nothing was answered on it), TLS with the system's or
+``REQUESTS_CA_BUNDLE``'s certificates, ``gzip``/``deflate`` bodies decoded. No proxy support: the
+hook falls back to httpx when the environment configures a proxy for the base URL.
+
+Errors are :class:`OSError` (a refused connection is :class:`ConnectionRefusedError`, a connection
+closed mid-answer :class:`ConnectionResetError`, an answer that is not HTTP :class:`ProtocolFault`);
+the caller bounds each request's time (``asyncio.timeout``), and a cancelled request closes its
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections.abc import Mapping, Sequence
+from urllib.parse import quote, urlencode, urlsplit
+
+import h11
+
+#: Idle keep-alive connections kept beyond this many are closed.
+DEFAULT_MAX_IDLE = 256
+#: Largest response head (status line and headers) accepted, bytes.
+MAX_HEAD = 64 * 1024
+
+
+class ProtocolFault(ConnectionError):
+    """The peer's bytes are not a valid HTTP/1.1 answer (a transient fault, like a dropped connection)."""
+
+
+class ResponseHeaders(dict[str, str]):
+    """Response headers by lower-case name; ``get`` ignores case (``headers.get("Retry-After")``)."""
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: an h11 state machine fed by the event loop."""
+
+    def __init__(self) -> None:
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.answers = 0
+        self._received = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- the event loop's side --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        self.h11.receive_data(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.h11.receive_data(b"")
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.h11.their_state is not h11.ERROR:
+            self.h11.receive_data(b"")  # EOF: h11 ends a close-delimited body, or reports the cut
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the caller's side -------------------------------------------------------------------
+
+    @property
+    def reusable(self) -> bool:
+        transport = self.transport
+        return not self.lost and transport is not None and not transport.is_closing()
+
+    @property
+    def received(self) -> bool:
+        """Whether any byte of the current exchange's answer arrived."""
+        return self._received
+
+    async def exchange(self, request: h11.Request) -> tuple[int, ResponseHeaders, bytes]:
+        """Send ``request`` and read its whole answer: status, headers, body (decoded)."""
+        assert self.transport is not None
+        conn = self.h11
+        self._received = False
+        try:
+            self.transport.write(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
+            response: h11.Response | None = None
+            chunks: list[bytes] = []
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    if self.lost:
+                        raise ConnectionResetError("the connection was closed before the answer was complete")
+                    self._waiter = asyncio.get_running_loop().create_future()
+                    await self._waiter
+                    self._waiter = None
+                    continue
+                kind = type(event)
+                if kind is h11.Data:
+                    chunks.append(event.data)  # type: ignore[union-attr]
+                elif kind is h11.Response:
+                    response = event  # type: ignore[assignment]
+                elif kind is h11.EndOfMessage:
+                    break
+                elif kind is h11.ConnectionClosed:
+                    raise ConnectionResetError("the connection was closed before an answer arrived")
+                # h11.InformationalResponse (1xx): the real answer follows
+        except h11.ProtocolError as exc:
+            raise ProtocolFault(f"not a valid HTTP/1.1 answer ({exc})") from None
+        assert response is not None
+        self.answers += 1
+        headers = ResponseHeaders((name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers)
+        body = b"".join(chunks)
+        encoding = headers.get("content-encoding", "")
+        if encoding and body:
+            body = _decode(body, encoding)
+        return response.status_code, headers, body
+
+    def next_cycle(self) -> bool:
+        """Ready the connection for the next request; ``False`` if it cannot be reused."""
+        conn = self.h11
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE and self.reusable:
+            conn.start_next_cycle()
+            return True
+        return False
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _decode(body: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if encoding == "deflate":
+            try:
+                return zlib.decompress(body)
+            except zlib.error:
+                return zlib.decompress(body, -zlib.MAX_WBITS)
+    except zlib.error as exc:
+        raise ProtocolFault(f"a {encoding} body that does not decode ({exc})") from None
+    if encoding == "identity":
+        return body
+    raise ProtocolFault(f"an answer in an encoding this client did not ask for ({encoding})")
+
+
+class AsyncHttpPool:
+    """
+    Keep-alive connections to one base URL, for ``GET`` requests from one event loop.
+
+    :param base_url: ``http(s)://host[:port][/path]``; request paths are appended to it.
+    :param headers: Sent with every request (e.g. ``Authorization``).
+    :param ssl_context: For ``https`` (default: the system's certificates).
+    :param max_idle: Idle connections kept for reuse; more are closed.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Mapping[str, str],
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle: int = DEFAULT_MAX_IDLE,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base URL must be http(s)://host[/path], not {base_url!r}.")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
+        self._prefix = quote(parts.path.rstrip("/"), safe="/%")
+        netloc = parts.netloc.rpartition("@")[2]
+        self._headers = [("Host", netloc), *headers.items()]
+        # Headers validated once per set of extra headers (h11 re-validates a plain list per request).
+        self._header_sets: dict[tuple[tuple[str, str], ...], h11._headers.Headers] = {}
+        self._idle: list[_Connection] = []
+        self._max_idle = max_idle
+        self._closed = False
+
+    def target(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
+        """The request target (path and query) of ``path`` below the base URL."""
+        return self._prefix + path + (f"?{urlencode(params)}" if params else "")
+
+    async def get(
+        self, path: str, params: Sequence[tuple[str, str]] = (), headers: Sequence[tuple[str, str]] = ()
+    ) -> tuple[int, ResponseHeaders, bytes]:
+        """One ``GET``: status, headers, body. Raises :class:`OSError` when no whole answer came."""
+        if self._closed:
+            raise ConnectionAbortedError("the HTTP pool is closed")
+        extra = tuple(headers)
+        header_set = self._header_sets.get(extra)
+        if header_set is None:
+            header_set = h11.Request(method="GET", target="/", headers=[*self._headers, *extra]).headers
+            self._header_sets[extra] = header_set
+        request = h11.Request(method=b"GET", target=self.target(path, params).encode("ascii"), headers=header_set)
+        while True:
+            conn, reused = await self._checkout()
+            try:
+                answer = await conn.exchange(request)
+            except ConnectionResetError:
+                conn.close()
+                if reused and not conn.received:
+                    continue  # the server had closed this idle connection: nothing was answered on it
+                raise
+            except BaseException:  # a fault, a timeout or a cancellation: the connection's state is unknown
+                conn.close()
+                raise
+            self._checkin(conn)
+            return answer
+
+    async def _checkout(self) -> tuple[_Connection, bool]:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reusable:
+                return conn, True
+            conn.close()
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(
+            _Connection,
+            self.host,
+            self.port,
+            ssl=self._ssl,
+            server_hostname=self.host if self._ssl is not None else None,
+        )
+        return conn, False
+
+    def _checkin(self, conn: _Connection) -> None:
+        if not self._closed and len(self._idle) < self._max_idle and conn.next_cycle():
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        """Close every idle connection; connections in use close when their request ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()

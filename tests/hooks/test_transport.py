@@ -1,0 +1,318 @@
+"""AsyncHttpPool: the export's asyncio HTTP/1.1 transport, over real sockets on 127.0.0.1.
+
+Framing (Content-Length, chunked, close-delimited), keep-alive reuse, a reused connection the server
+had closed, faults (reset mid-answer, not HTTP, refused), cancellation, and the hook on top of it
+(deadline, the host named, the whole retry policy against the sandbox's faults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
+from airflow_provider_auralytik.hooks.transport import AsyncHttpPool, ProtocolFault, ResponseHeaders
+from tests.conftest import sandbox_connection
+
+OK_BODY = b'{"ok":true}'
+
+
+def answer(body: bytes = OK_BODY, *, status: str = "200 OK", extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode()
+        + body
+    )
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 answering each request with ``script(n, request_head)``: bytes to
+    send, then ``"close"`` to close the connection, ``"hang"`` to say nothing more, or ``None``."""
+
+    def __init__(self, script: Callable[[int, bytes], tuple[bytes, str | None]]) -> None:
+        self.script = script
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _serve(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop:
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            self._open.append(conn)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                self.requests.append(head)
+                data, then = self.script(len(self.requests), head)
+                conn.sendall(data)
+                if then == "close":
+                    conn.close()
+                    return
+                if then == "hang":
+                    time.sleep(30)
+                    return
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self._stop = True
+        self._sock.close()
+        for conn in self._open:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(script: Callable[[int, bytes], tuple[bytes, str | None]]) -> RawServer:
+        server = RawServer(script)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def run(pool: AsyncHttpPool, coro_fn: Callable[[AsyncHttpPool], Any]) -> Any:
+    async def main() -> Any:
+        try:
+            return await coro_fn(pool)
+        finally:
+            pool.close()
+
+    return asyncio.run(main())
+
+
+def make_pool(url: str, **headers: str) -> AsyncHttpPool:
+    return AsyncHttpPool(url, headers={"Authorization": "Bearer k", **headers})
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing and keep-alive
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_get_sends_base_path_query_and_headers_and_reads_the_answer(raw_server):
+    server = raw_server(lambda n, head: (answer(extra="Retry-After: 3\r\n"), None))
+    status, headers, body = run(
+        make_pool(server.url),
+        lambda pool: pool.get("/conversations", [("dateFrom", "2026-01-01T00:00:00Z")], [("X-Exclude-PII", "true")]),
+    )
+    assert (status, body) == (200, OK_BODY)
+    assert headers.get("Retry-After") == "3"
+    assert headers.get("content-type") == "application/json"
+    head = server.requests[0].decode()
+    assert head.startswith("GET /v1/conversations?dateFrom=2026-01-01T00%3A00%3A00Z HTTP/1.1\r\n")
+    assert f"host: 127.0.0.1:{server.port}" in head.lower()
+    assert "authorization: bearer k" in head.lower()
+    assert "x-exclude-pii: true" in head.lower()
+
+
+def test_connections_are_kept_alive_and_reused(raw_server):
+    server = raw_server(lambda n, head: (answer(b'{"n":%d}' % n), None))
+
+    async def many(pool: AsyncHttpPool) -> list[bytes]:
+        first = [await pool.get("/x") for _ in range(5)]
+        together = await asyncio.gather(*(pool.get("/y") for _ in range(4)))
+        return [b for _, _, b in first + list(together)]
+
+    bodies = run(make_pool(server.url), many)
+    assert sorted(bodies) == sorted(b'{"n":%d}' % n for n in range(1, 10))
+    assert server.connections <= 4  # the sequential ones shared one connection
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(
+            b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"ok\r\n7\r\n":true}\r\n0\r\n\r\n', id="chunked"
+        ),
+        pytest.param(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + OK_BODY, id="close-delimited"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(gzip.compress(OK_BODY))
+            + gzip.compress(OK_BODY),
+            id="gzip",
+        ),
+        pytest.param(b"HTTP/1.1 100 Continue\r\n\r\n" + answer(), id="informational-first"),
+    ],
+)
+def test_every_framing_gives_the_whole_body(raw_server, raw):
+    server = raw_server(lambda n, head: (raw, "close" if b"close" in raw else None))
+    _, _, body = run(make_pool(server.url), lambda pool: pool.get("/x"))
+    assert body == OK_BODY
+
+
+def test_a_reused_connection_the_server_had_closed_is_retried_once_on_a_new_one(raw_server):
+    # The server closes each connection after answering, without saying so (an idle timeout).
+    server = raw_server(lambda n, head: (answer(b'{"n":%d}' % n), "close"))
+
+    async def twice(pool: AsyncHttpPool) -> list[bytes]:
+        first = await pool.get("/x")
+        await asyncio.sleep(0.05)  # the close reaches the client ... or not yet: both are handled
+        second = await pool.get("/x")
+        return [first[2], second[2]]
+
+    assert run(make_pool(server.url), twice) == [b'{"n":1}', b'{"n":2}']
+    assert server.connections == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_connection_cut_mid_answer_is_a_connection_error_not_a_retry(raw_server):
+    server = raw_server(lambda n, head: (answer()[:-4], "close"))
+    with pytest.raises(ConnectionError, match="without sending complete message body"):
+        run(make_pool(server.url), lambda pool: pool.get("/x"))
+    assert len(server.requests) == 1
+
+
+def test_an_answer_that_is_not_http_is_a_protocol_fault(raw_server):
+    server = raw_server(lambda n, head: (b"<html>proxy error</html>\r\n\r\n", "close"))
+    with pytest.raises(ProtocolFault):
+        run(make_pool(server.url), lambda pool: pool.get("/x"))
+
+
+def test_a_refused_connection_is_connection_refused():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError):
+        run(make_pool(f"http://127.0.0.1:{port}"), lambda pool: pool.get("/x"))
+
+
+def test_a_cancelled_request_closes_its_connection_instead_of_reusing_it(raw_server):
+    server = raw_server(lambda n, head: (b"", "hang") if n == 1 else (answer(), None))
+
+    async def cancel_then_get(pool: AsyncHttpPool) -> tuple[int, bytes]:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await pool.get("/slow")
+        assert pool.idle_connections == 0
+        status, _, body = await pool.get("/x")
+        return status, body
+
+    assert run(make_pool(server.url), cancel_then_get) == (200, OK_BODY)
+    assert server.connections == 2
+
+
+def test_response_headers_ignore_case():
+    headers = ResponseHeaders({"retry-after": "5"})
+    assert headers.get("Retry-After") == "5"
+    assert headers["RETRY-AFTER"] == "5"
+    assert "Retry-after" in headers
+    assert headers.get("Content-Type", "") == ""
+
+
+def test_only_http_and_https_base_urls():
+    with pytest.raises(ValueError, match="http"):
+        AsyncHttpPool("ftp://example.com/v1", headers={})
+
+
+# ---------------------------------------------------------------------------------------------
+# The hook on the pool
+# ---------------------------------------------------------------------------------------------
+
+
+def hook_on_pool() -> AuralytikHook:
+    hook = AuralytikHook()
+    assert hook.use_async_pool()
+    return hook
+
+
+def test_the_hook_on_the_pool_gets_masked_messages_and_keeps_connections(sandbox, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AURALYTIK_DEFAULT", sandbox_connection(sandbox))
+    ids = sandbox.conversations_in()[:20]
+
+    async def fetch_all() -> list[list[dict[str, Any]]]:
+        hook = hook_on_pool()
+        try:
+            return list(await asyncio.gather(*(hook.aget_messages(c) for c in ids)))
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(fetch_all()) == [sandbox.messages(c, exclude_pii=True) for c in ids]
+    assert sandbox.stats.connections <= 16  # max_concurrency: the gate holds the rest back
+
+
+def test_the_hook_on_the_pool_rides_out_every_transient_fault(make_sandbox, monkeypatch):
+    sandbox = make_sandbox(rate_429=0.1, retry_after=0, rate_5xx=0.1, rate_drop=0.1, rate_malformed=0.1)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AURALYTIK_DEFAULT", sandbox_connection(sandbox, backoff_base=0.001, max_retries=10)
+    )
+    ids = sandbox.conversations_in()[:40]
+
+    async def fetch_all() -> list[list[dict[str, Any]]]:
+        hook = hook_on_pool()
+        try:
+            return list(await asyncio.gather(*(hook.aget_messages(c) for c in ids)))
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(fetch_all()) == [sandbox.messages(c, exclude_pii=True) for c in ids]
+    assert all(sandbox.stats.faults[k] > 0 for k in ("429", "5xx", "drop", "malformed"))
+
+
+def test_the_hook_on_the_pool_gives_up_at_the_deadline_naming_the_host(make_sandbox, monkeypatch):
+    sandbox = make_sandbox(trickle_every=0.3)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AURALYTIK_DEFAULT",
+        sandbox_connection(sandbox, timeout=1.0, max_retries=1, backoff_base=0, backoff_max=0),
+    )
+
+    async def fetch() -> None:
+        hook = hook_on_pool()
+        try:
+            await hook.aget_conversation(sandbox.conversations_in()[0])
+        finally:
+            await hook.aclose()
+
+    start = time.monotonic()
+    with pytest.raises(AuralytikUnavailableError, match=r"127\.0\.0\.1.*within timeout=1 s"):
+        asyncio.run(fetch())
+    assert time.monotonic() - start < 2 * 1.0 + 5.0  # two attempts, a loaded machine
+    assert sandbox.stats.requests == 2
+
+
+def test_the_hook_keeps_httpx_when_a_proxy_is_configured(sandbox, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AURALYTIK_DEFAULT", sandbox_connection(sandbox))
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert AuralytikHook().use_async_pool() is False
