@@ -153,27 +153,42 @@ class _S3CommitPoint(_CommitPoint):
         except FileNotFoundError:
             return None, None
         # If the object changed between the two calls, the conditional PUT on this ETag fails and we read again.
-        return parse_manifest(data, self.path), etag
+        return parse_manifest(data, self.path), etag or _NO_ETAG
 
     def write(self, payload: bytes, version: str | None, run_token: str) -> bool:
-        condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
+        condition = _put_condition(version)
         try:
             self.path.fs.pipe_file(self.path.path, payload, **condition)
         except Exception as exc:
-            if _precondition_failed(exc):
-                return False
-            raise
+            if _error_code(exc) in ("PreconditionFailed", "412") or isinstance(exc, FileExistsError):
+                return False  # FileExistsError: s3fs's translation of a failed If-None-Match
+            if not condition or _error_code(exc) not in ("NotImplemented", "501"):
+                raise
+            log.warning("%s does not support conditional writes: committing with a plain PUT", self.path)
+            self.path.fs.pipe_file(self.path.path, payload)
         finally:
             invalidate(self.path)
         return True
 
 
-def _precondition_failed(exc: BaseException) -> bool:
-    if isinstance(exc, FileExistsError):  # s3fs's translation of a failed If-None-Match
-        return True
-    cause = exc.__cause__ or exc
-    error = (getattr(cause, "response", None) or {}).get("Error", {})
-    return error.get("Code") in ("PreconditionFailed", "412") or "PreconditionFailed" in str(exc)
+_NO_ETAG = "-"
+
+
+def _put_condition(version: str | None) -> dict[str, str]:
+    """``If-Match`` the ETag read, ``If-None-Match: *`` when there was no manifest; nothing for a store that
+    reports no ETags (nothing to make the PUT conditional on)."""
+    if version == _NO_ETAG:
+        return {}
+    return {"IfMatch": version} if version else {"IfNoneMatch": "*"}
+
+
+def _error_code(exc: BaseException) -> str:
+    """The S3 error code behind an exception s3fs raised (``""`` if there is none)."""
+    for candidate in (exc.__cause__, exc):
+        error = (getattr(candidate, "response", None) or {}).get("Error", {})
+        if error.get("Code"):
+            return str(error["Code"])
+    return "PreconditionFailed" if "PreconditionFailed" in str(exc) else ""
 
 
 def commit_point(destination: ObjectStoragePath) -> _CommitPoint:

@@ -234,3 +234,29 @@ def test_a_reader_polling_through_reruns_never_sees_an_inconsistent_snapshot(sto
         thread.join(timeout=120)
     assert errors == []
     assert len(set(seen)) >= 2  # it really saw snapshots change under it
+
+
+def test_an_s3_store_without_conditional_writes_still_commits(
+    s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    store = Store("s3", s3_server.url(f"plain/{uuid.uuid4().hex}"), s3_server.conn_id, tmp_path, s3_server)
+    fs = store.dest.fs
+    real = fs.pipe_file
+    conditions: list[dict[str, Any]] = []
+
+    def pipe_file(path: str, value: bytes, **kwargs: Any) -> Any:
+        conditions.append(kwargs)
+        if kwargs:  # an S3-compatible store that answers 501 to If-Match / If-None-Match
+            error = OSError("A header you provided implies functionality that is not implemented")
+            error.__cause__ = ClientError({"Error": {"Code": "NotImplemented"}}, "PutObject")
+            raise error
+        return real(path, value)
+
+    monkeypatch.setattr(fs, "pipe_file", pipe_file)
+    first = run_writer(store, records(2), T1)
+    second = run_writer(store, records(3), T2)
+    assert conditions == [{"IfNoneMatch": "*"}, {}, {"IfMatch": conditions[2]["IfMatch"]}, {}]
+    assert read_manifest(store.dest) == second != first
+    assert list(iter_records(store.dest)) == records(3)
