@@ -49,7 +49,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Auralytik",
-                "python-modules": [f"{_PKG}.operators.export", f"{_PKG}.operators.slices"],
+                "python-modules": [
+                    f"{_PKG}.operators.export",
+                    f"{_PKG}.operators.slices",
+                    f"{_PKG}.operators.catch_up",
+                ],
             }
         ],
         "sensors": [{"integration-name": "Auralytik", "python-modules": [f"{_PKG}.sensors.conversations"]}],

@@ -106,6 +106,7 @@ def combine_slice_manifests(slices: Sequence[dict[str, Any]]) -> dict[str, Any]:
         **header,
         "counts": counts,
         "skipped": [item for s in ordered for item in s["manifest"].get("skipped", [])],
+        "pending": [item for s in ordered for item in s["manifest"].get("pending", [])],
         "api_requests": sum(s["manifest"].get("api_requests", 0) for s in ordered),
         "slices": [
             {"path": s["path"], "window": s["manifest"]["window"], "run_token": manifest_run_token(s["manifest"])}
@@ -115,6 +116,8 @@ def combine_slice_manifests(slices: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "compression": first["compression"],
         "files": [{**f, "path": f"{s['path']}/{f['path']}"} for s in ordered for f in s["manifest"]["files"]],
     }
+    if "include_pending" in first:
+        combined["include_pending"] = first["include_pending"]
     if "pii_guard" in first:
         combined["pii_guard"] = {"mode": first["pii_guard"]["mode"], "findings": findings}
     if "schema" in first:

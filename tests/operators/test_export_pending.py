@@ -119,3 +119,33 @@ def test_nothing_pending_gives_an_empty_list_and_a_zero_count(make_sandbox, monk
 def test_include_pending_must_be_a_bool(value):
     with pytest.raises(ValueError, match="include_pending must be True or False"):
         AuralytikExportMessagesOperator(task_id="x", destination="/tmp/x", include_pending=value)
+
+
+def test_a_sliced_exports_combined_manifest_lists_every_slices_pending():
+    from airflow_provider_auralytik.operators.slices import combine_slice_manifests
+
+    def piece(date_from: str, date_to: str, pending: list[str]) -> dict[str, Any]:
+        return {
+            "kind": "messages",
+            "format": "jsonl",
+            "compression": "gzip",
+            "filters": {},
+            "api_host": "http://x/v1",
+            "window": {"date_from": date_from, "date_to": date_to},
+            "started_at": date_from,
+            "finished_at": date_to,
+            "counts": {"conversations": 5, "conversations_pending": len(pending)},
+            "pending": [{"conversation_id": cid, "status": "active"} for cid in pending],
+            "include_pending": False,
+            "files": [],
+        }
+
+    combined = combine_slice_manifests(
+        [
+            {"path": "slice-001", "manifest": piece("2026-03-02T12:00:00Z", "2026-03-03T00:00:00Z", ["c"])},
+            {"path": "slice-000", "manifest": piece("2026-03-02T00:00:00Z", "2026-03-02T12:00:00Z", ["a", "b"])},
+        ]
+    )
+    assert [p["conversation_id"] for p in combined["pending"]] == ["a", "b", "c"]
+    assert combined["counts"]["conversations_pending"] == 3
+    assert combined["include_pending"] is False
