@@ -1,7 +1,8 @@
-"""ordered_map: input order, bounded lookahead (backpressure), lazy input, errors."""
+"""ordered_map, Prefetch, Gate, AsyncOrderedMap: input order, bounded lookahead (backpressure), lazy input, errors."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -106,3 +107,167 @@ def test_prefetch_raises_what_reading_raised_and_close_stops_the_reader():
     endless = Prefetch(iter(int, 1), buffer=2)  # never ends on its own
     endless.close()
     assert not endless._thread.is_alive()
+
+
+# ---------------------------------------------------------------------------------------------
+# The asyncio side: Gate and AsyncOrderedMap
+# ---------------------------------------------------------------------------------------------
+
+
+def test_gate_admits_up_to_its_limit_first_come_first_served_and_follows_a_moving_limit():
+    from airflow_provider_auralytik.utils.concurrency import Gate
+
+    limit = 2
+    gate = Gate(lambda: limit)
+    order: list[int] = []
+
+    async def hold(n: int, release: asyncio.Event) -> None:
+        async with gate:
+            order.append(n)
+            await release.wait()
+
+    async def main() -> None:
+        nonlocal limit
+        releases = [asyncio.Event() for _ in range(6)]
+        tasks = [asyncio.create_task(hold(n, releases[n])) for n in range(6)]
+        await asyncio.sleep(0.01)
+        assert order == [0, 1]
+        assert gate.held == 2
+        limit = 4  # e.g. slow start: takes effect at the next release
+        releases[0].set()
+        await asyncio.sleep(0.01)
+        assert order == [0, 1, 2, 3, 4]
+        assert gate.held == 4
+        limit = 1  # e.g. a cut after a 429: nobody new until the holders drop below it
+        releases[1].set()
+        releases[2].set()
+        await asyncio.sleep(0.01)
+        assert order == [0, 1, 2, 3, 4]
+        for event in releases[3:5]:
+            event.set()
+        await asyncio.sleep(0.01)
+        assert order == [0, 1, 2, 3, 4, 5]
+        assert gate.held == 1
+        releases[5].set()
+        await asyncio.gather(*tasks)
+        assert gate.held == 0
+
+    asyncio.run(main())
+
+
+def test_gate_hands_on_the_slot_of_a_waiter_cancelled_after_admission():
+    from airflow_provider_auralytik.utils.concurrency import Gate
+
+    gate = Gate(lambda: 1)
+
+    async def main() -> None:
+        await gate.acquire()
+        waiter = asyncio.create_task(gate.acquire())
+        third = asyncio.create_task(gate.acquire())
+        await asyncio.sleep(0)
+        gate.release()  # admits the waiter ...
+        waiter.cancel()  # ... which is cancelled before it runs: its slot goes to the third
+        await asyncio.sleep(0.01)
+        assert third.done()
+        assert gate.held == 1
+
+    asyncio.run(main())
+
+
+def test_async_ordered_map_keeps_input_order_and_runs_calls_concurrently():
+    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
+
+    in_flight = 0
+    most = 0
+
+    async def items():
+        for n in range(200):
+            yield n
+
+    async def slow_for_even(n: int) -> int:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.02 if n % 2 == 0 else 0.0)
+        in_flight -= 1
+        return n * 10
+
+    with AsyncOrderedMap(slow_for_even, items, lookahead=64) as results:
+        assert list(results) == [n * 10 for n in range(200)]
+    assert most > 16  # one thread, many calls at once
+
+
+def test_async_ordered_map_lookahead_bounds_what_is_started_but_not_consumed():
+    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
+
+    started = 0
+
+    async def items():
+        for n in range(1000):
+            yield n
+
+    async def work(n: int) -> int:
+        nonlocal started
+        started += 1
+        return n
+
+    results = AsyncOrderedMap(work, items, lookahead=10)
+    try:
+        iterator = iter(results)
+        assert next(iterator) == 0
+        time.sleep(0.1)
+        assert started <= 11  # the window, plus the one slot the consumer gave back
+        assert list(iterator) == list(range(1, 1000))
+    finally:
+        results.close()
+
+
+def test_async_ordered_map_raises_an_error_in_its_place_and_close_cancels_and_cleans_up():
+    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
+
+    cancelled = 0
+    cleaned = threading.Event()
+
+    async def items():
+        for n in range(100):
+            yield n
+
+    async def fail_on_3(n: int) -> int:
+        nonlocal cancelled
+        if n == 3:
+            raise RuntimeError("boom on 3")
+        try:
+            await asyncio.sleep(0 if n < 3 else 30)
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+        return n
+
+    async def cleanup() -> None:
+        cleaned.set()
+
+    got: list[int] = []
+    with (
+        pytest.raises(RuntimeError, match="boom on 3"),
+        AsyncOrderedMap(fail_on_3, items, lookahead=8, cleanup=cleanup) as m,
+    ):
+        got.extend(m)
+    assert got == [0, 1, 2]
+    assert cancelled > 0
+    assert cleaned.is_set()
+
+
+def test_async_ordered_map_raises_what_the_items_raised():
+    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
+
+    async def broken():
+        yield 1
+        raise OSError("listing failed")
+
+    async def same(n: int) -> int:
+        return n
+
+    got: list[int] = []
+    with pytest.raises(OSError, match="listing failed"), AsyncOrderedMap(same, broken, lookahead=4) as m:
+        got.extend(m)
+    assert got == [1]

@@ -1,0 +1,130 @@
+"""alist_window: the window's pieces listed concurrently, with the same result and order as list_window.
+
+Against the sans-I/O test server of ``test_listing`` (its quirks: sort order, counts, page cap,
+deletions), answering each call after a random delay so pieces finish out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES
+from airflow_provider_auralytik.utils.listing import (
+    ConversationCall,
+    ListingError,
+    ListingStats,
+    PageCall,
+    alist_window,
+)
+from airflow_provider_auralytik.utils.window import DateWindow, format_instant
+from tests.utils.test_listing import Server, day, ids, uniform
+
+
+class Concurrent:
+    """Answers a :class:`Server`'s calls asynchronously after random delays; counts what is in flight."""
+
+    def __init__(self, server: Server, seed: int = 3, delay: float = 0.004) -> None:
+        self.server = server
+        self.rng = random.Random(seed)
+        self.delay = delay
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def answer(self, call: PageCall | ConversationCall) -> Any:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.rng.uniform(0, self.delay))
+            return self.server.answer(call)
+        finally:
+            self.in_flight -= 1
+
+    def list(self, window: DateWindow, *, ahead: int, stats: ListingStats | None = None) -> list[str]:
+        async def collect() -> list[str]:
+            return [c["id"] async for c in alist_window(window, self.answer, ahead=ahead, stats=stats)]
+
+        return asyncio.run(collect())
+
+
+@pytest.mark.parametrize("order", ["desc", "asc", "shuffled"])
+@pytest.mark.parametrize("count_mode", TOTAL_COUNT_MODES)
+def test_same_conversations_in_the_same_order_as_the_sequential_listing(order: str, count_mode: str) -> None:
+    window = day(0)
+    conversations = uniform(2000, window)
+    sequential = Server(list(conversations), order=order, count_mode=count_mode).list(window)
+    parallel = Concurrent(Server(list(conversations), order=order, count_mode=count_mode))
+    got = parallel.list(window, ahead=8)
+    assert got == sequential  # createdAt order, every conversation once
+    assert len(got) == len(set(got)) == 2000
+
+
+def test_pieces_are_listed_concurrently_but_never_more_than_ahead_at_once() -> None:
+    window = day(0)
+    server = Server(uniform(2000, window))
+    parallel = Concurrent(server)
+    stats = ListingStats()
+    parallel.list(window, ahead=6, stats=stats)
+    assert parallel.max_in_flight == 6
+    assert stats.requests == len(server.calls)
+    one_at_a_time = Concurrent(Server(uniform(2000, window)))
+    one_at_a_time.list(window, ahead=1)
+    assert one_at_a_time.max_in_flight == 1
+
+
+def test_a_slow_early_piece_holds_the_later_ones_back_in_order() -> None:
+    window = day(0)
+    conversations = uniform(1000, window)
+    server = Server(list(conversations))
+    parallel = Concurrent(server)
+    answer = parallel.answer
+
+    async def first_piece_slow(call: Any) -> Any:
+        # Not the window's own first request, but the earliest of its pieces: answered last.
+        if isinstance(call, PageCall) and call.query["date_from"] <= format_instant(window.start) and server.calls:
+            await asyncio.sleep(0.1)
+        return await answer(call)
+
+    parallel.answer = first_piece_slow  # type: ignore[method-assign]
+    assert parallel.list(window, ahead=10) == Server(list(conversations)).list(window)
+
+
+def test_a_deletion_between_requests_is_verified_and_the_listing_stays_exact() -> None:
+    window = day(0)
+    conversations = uniform(400, window)
+    server = Server(list(conversations))
+    original = server.answer
+
+    def deleting(call: Any) -> Any:  # after the first page, delete one conversation it showed
+        result = original(call)
+        if len(server.calls) == 1:
+            server.conversations.remove(result["data"][5])
+        return result
+
+    server.answer = deleting  # type: ignore[method-assign]
+    got = Concurrent(server).list(window, ahead=8)
+    assert sorted(got) == sorted(ids(server.conversations))
+    assert any(isinstance(c, ConversationCall) for c in server.calls)  # looked up, found gone
+
+
+def test_an_error_in_a_piece_is_raised_and_the_other_pieces_are_cancelled() -> None:
+    window = day(0)
+    second = window.start + timedelta(hours=12)
+    crowded = [
+        {"id": f"s{n:03d}", "createdAt": format_instant(second + timedelta(microseconds=4001 * n))} for n in range(230)
+    ]
+    server = Server([*uniform(50, window), *crowded], precision_us=1_000_000)
+
+    async def run() -> None:
+        tasks_before = len(asyncio.all_tasks())
+        with pytest.raises(ListingError, match="does not"):
+            async for _ in alist_window(window, Concurrent(server).answer, ahead=8):
+                pass
+        await asyncio.sleep(0.05)
+        assert len(asyncio.all_tasks()) == tasks_before  # nothing left running
+
+    asyncio.run(run())
