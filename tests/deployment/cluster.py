@@ -720,7 +720,7 @@ def _default_sandbox_options() -> dict[str, Any]:
     from airflow_provider_auralytik.sandbox.__main__ import build_parser
 
     options = {a for action in build_parser()._actions for a in action.option_strings}
-    return {"rate_limit": 50} if "--rate-limit" in options else {}
+    return {"rate_limit": 20} if "--rate-limit" in options else {}
 
 
 # ---------------------------------------------------------------------- command line
