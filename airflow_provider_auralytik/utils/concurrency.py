@@ -234,6 +234,7 @@ class AsyncOrderedMap(Generic[T, R]):
         self._out: queue.SimpleQueue[R | _End] = queue.SimpleQueue()
         self._pending: deque[asyncio.Task[R]] = deque()
         self._exhausted = False
+        self._items_error: BaseException | None = None
         self._finished = False
         self._consumed = 0
         self._io = EventLoopThread()
@@ -248,11 +249,12 @@ class AsyncOrderedMap(Generic[T, R]):
                 task: asyncio.Task[R] = loop.create_task(self._fn(item))
                 self._pending.append(task)
                 task.add_done_callback(self._flush)
-        except BaseException as exc:
-            self._finish(exc)
+        except BaseException as exc:  # raised to the consumer after the results of the items before it
+            self._items_error = exc
             raise
-        self._exhausted = True
-        self._flush()
+        finally:
+            self._exhausted = True
+            self._flush()
 
     def _flush(self, _: object = None) -> None:
         """Hand the consumer every result at the head of the order that is ready."""
@@ -268,7 +270,7 @@ class AsyncOrderedMap(Generic[T, R]):
                 return
             self._out.put(task.result())
         if self._exhausted and not pending:
-            self._finish(None)
+            self._finish(self._items_error)
 
     def _finish(self, error: BaseException | None) -> None:
         if not self._finished:
