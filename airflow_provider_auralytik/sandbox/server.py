@@ -89,7 +89,9 @@ class SandboxStats:
     ``messages``, ``other``); ``by_status``: per status code of the responses actually sent;
     ``faults``: injected faults (``429``, ``5xx``, ``drop``, ``malformed``) and refusals of the rate
     limit (``rate_limit``, also ``throttled``); ``first_request_at``/``last_request_at``: ``time.monotonic()``
-    of the first and the last request since the last reset (``None`` before any); ``in_flight`` and
+    of the first and the last request since the last reset (``None`` before any), ``last_answer_at``
+    when the last answer was ready (after the latency), ``span`` the seconds from the first request
+    to the last answer (what a benchmark's efficiency is measured on); ``in_flight`` and
     ``max_in_flight``: requests being handled now / at most at the same time; ``connections``:
     TCP connections accepted (fewer than ``requests`` when clients keep connections alive).
     """
@@ -105,6 +107,7 @@ class SandboxStats:
         self._faults: dict[str, int] = {}
         self._first_at: float | None = None
         self._last_at: float | None = None
+        self._last_end: float | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -115,7 +118,7 @@ class SandboxStats:
             self._by_kind = dict.fromkeys(_KINDS, 0)
             self._by_status = {}
             self._faults = dict.fromkeys(("429", "5xx", "drop", "malformed", "rate_limit"), 0)
-            self._first_at = self._last_at = None
+            self._first_at = self._last_at = self._last_end = None
 
     # -- recording (server side) ----------------------------------------------------------------------
     def _connected(self) -> None:
@@ -134,7 +137,9 @@ class SandboxStats:
                 self._max_in_flight = self._in_flight
 
     def _end(self, kind: str, status: int | None, fault: str | None) -> None:
+        now = time.monotonic()
         with self._lock:
+            self._last_end = now
             self._in_flight -= 1
             self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
             if status is not None:
@@ -194,10 +199,26 @@ class SandboxStats:
         with self._lock:
             return self._last_at
 
+    @property
+    def last_answer_at(self) -> float | None:
+        with self._lock:
+            return self._last_end
+
+    @property
+    def span(self) -> float | None:
+        """Seconds from the first request to the last answer since the last reset."""
+        with self._lock:
+            if self._first_at is None or self._last_end is None:
+                return None
+            return self._last_end - self._first_at
+
     def snapshot(self) -> dict[str, Any]:
         """All counters at once, consistent with each other."""
         with self._lock:
             return {
+                "first_request_at": self._first_at,
+                "last_request_at": self._last_at,
+                "last_answer_at": self._last_end,
                 "requests": self._requests,
                 "connections": self._connections,
                 "in_flight": self._in_flight,
@@ -409,6 +430,8 @@ class Sandbox:
         self.hold(*self._data.held_ids(), seconds=self.config.hold_for or None)
         #: ``(kind, path with query)`` of every request since the last ``reset_stats()``.
         self.request_log: list[tuple[str, str]] = []
+        #: Masked messages bodies encoded ahead of time by ``preencode_messages`` (conversation id -> body).
+        self._encoded: dict[str, bytes] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -542,6 +565,22 @@ class Sandbox:
         """Delete ``count`` conversations, one after each of the next listing answers (from that page)."""
         with self._fault_lock:
             self._deletions_left = count
+
+    def preencode_messages(
+        self, date_from: datetime | date | str | None = None, date_to: datetime | date | str | None = None
+    ) -> int:
+        """Encode the masked messages of the conversations in ``[date_from, date_to)`` now, so that
+        serving them costs no generation or JSON encoding (benchmarks: the sandbox must not be what
+        limits a client at hundreds of requests in flight). Same bytes as served otherwise; a held
+        conversation is still generated on each request. Returns how many were encoded."""
+        ids = self.conversations_in(date_from, date_to)
+        for conversation_id in ids:
+            record = self._data.by_id[conversation_id]
+            messages = generate_messages(
+                self.config.seed, record, exclude_pii=True, pii_leak_rate=self.config.pii_leak_rate
+            )
+            self._encoded[conversation_id] = _dumps({"conversationId": record.id, "messages": messages}).encode()
+        return len(ids)
 
     def reset_stats(self) -> None:
         self.stats.reset()
@@ -714,6 +753,9 @@ class Sandbox:
             if kind == "get":
                 return _Response(200, self._record_json(record, time.time()).encode())
             exclude = handler.headers.get("X-Exclude-PII", "").strip().lower() in _TRUE
+            encoded = self._encoded.get(record.id) if exclude else None
+            if encoded is not None and not self._is_held(record, time.time()):
+                return _Response(200, encoded)
             messages = self._messages(record, exclude)
             return _Response(200, _dumps({"conversationId": record.id, "messages": messages}).encode())
         return _Response(404, _error_body("not_found", f"no route for {handler.path.split('?')[0]!r}"))

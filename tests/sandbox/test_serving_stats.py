@@ -1,0 +1,71 @@
+"""Sandbox: the request span and most in flight it measures, and pre-encoded messages bodies."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+
+def get(sandbox, path: str, **headers: str) -> requests.Response:
+    return requests.get(
+        f"{sandbox.url}{path}", headers={"Authorization": f"Bearer {sandbox.api_key}", **headers}, timeout=10
+    )
+
+
+def test_span_runs_from_the_first_request_to_the_last_answer_and_counts_most_in_flight(make_sandbox):
+    sandbox = make_sandbox(latency_ms=100)
+    ids = sandbox.conversations_in()[:8]
+    assert sandbox.stats.span is None
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda c: get(sandbox, f"/conversations/{c}"), ids))
+    stats = sandbox.stats
+    snapshot = stats.snapshot()
+    assert stats.max_in_flight == snapshot["max_in_flight"] >= 2
+    assert snapshot["first_request_at"] == stats.first_request_at
+    assert stats.first_request_at <= stats.last_request_at <= stats.last_answer_at
+    # Every answer waits the latency: the span holds at least one.
+    assert stats.span == stats.last_answer_at - stats.first_request_at >= 0.1
+    sandbox.reset_stats()
+    assert sandbox.stats.span is None
+    assert sandbox.stats.snapshot()["last_answer_at"] is None
+
+
+def test_preencoded_messages_are_the_same_bytes_and_cost_no_generation(make_sandbox, monkeypatch):
+    sandbox = make_sandbox(pii_leak_rate=0.2)
+    ids = sandbox.conversations_in()
+    before = {c: get(sandbox, f"/conversations/{c}/messages", **{"X-Exclude-PII": "true"}).content for c in ids[:5]}
+    assert sandbox.preencode_messages() == len(ids)
+    import airflow_provider_auralytik.sandbox.server as server
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated although pre-encoded")
+
+    monkeypatch.setattr(server, "generate_messages", no_generation)
+    for conversation_id, body in before.items():
+        assert get(sandbox, f"/conversations/{conversation_id}/messages", **{"X-Exclude-PII": "true"}).content == body
+        assert json.loads(body)["messages"] == sandbox_messages(sandbox, conversation_id)
+    sandbox.delete_conversation(ids[0])
+    assert get(sandbox, f"/conversations/{ids[0]}/messages", **{"X-Exclude-PII": "true"}).status_code == 404
+
+
+def sandbox_messages(sandbox, conversation_id):
+    from airflow_provider_auralytik.sandbox import data
+
+    return data.generate_messages(
+        sandbox.config.seed,
+        sandbox._data.by_id[conversation_id],
+        exclude_pii=True,
+        pii_leak_rate=sandbox.config.pii_leak_rate,
+    )
+
+
+def test_a_held_conversation_is_still_served_as_it_is_now(make_sandbox):
+    sandbox = make_sandbox()
+    conversation_id = sandbox.conversations_in()[0]
+    sandbox.preencode_messages()
+    full = json.loads(get(sandbox, f"/conversations/{conversation_id}/messages", **{"X-Exclude-PII": "true"}).content)
+    sandbox.hold(conversation_id)
+    held = json.loads(get(sandbox, f"/conversations/{conversation_id}/messages", **{"X-Exclude-PII": "true"}).content)
+    assert len(held["messages"]) < len(full["messages"]) or len(full["messages"]) == 1
