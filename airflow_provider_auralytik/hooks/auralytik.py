@@ -588,11 +588,14 @@ class AuralytikHook(BaseHook):
 
     def _transport_reason(self, request: ApiRequest, exc: BaseException) -> str:
         """Why a request got no answer, naming the host (never the key)."""
-        host = urlsplit(self.settings.base_url).netloc
+        url = urlsplit(self.settings.base_url)  # host and port only: never a userinfo part
+        host = f"{url.hostname}:{url.port}" if url.port else str(url.hostname)
         if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
             return f"{request.describe()}: no complete answer from {host} within timeout={self.settings.timeout:g} s"
         cause: BaseException | None = exc
-        while cause is not None:
+        for _ in range(10):  # the chain of causes, not forever should it loop
+            if cause is None:
+                break
             if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
                 return f"{request.describe()}: connection to {host} refused ({type(exc).__name__})"
             cause = cause.__cause__ or cause.__context__
