@@ -548,6 +548,7 @@ def test_the_index_links_every_page() -> None:
 
 def _documented_classes() -> dict[str, list[Any]]:
     from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
+    from airflow_provider_auralytik.operators.catch_up import AuralytikCatchUpOperator
     from airflow_provider_auralytik.operators.export import (
         AuralytikExportConversationsOperator,
         AuralytikExportMessagesOperator,
@@ -568,6 +569,7 @@ def _documented_classes() -> dict[str, list[Any]]:
             AuralytikExportMessagesOperator,
             AuralytikCombineSlicesOperator,
             plan_window_slices,
+            AuralytikCatchUpOperator,
         ],
         "sensor.md": [AuralytikConversationsCompletedSensor, AuralytikConversationsCompletedTrigger],
         "hook.md": [AuralytikHook, *hook_methods],
