@@ -65,7 +65,8 @@ def check_destination(destination: object, conn_id: str | None = None) -> Destin
     """Check an operator's ``destination`` (and ``destination_conn_id``) without touching the store.
 
     :raises DestinationError: empty or whitespace, relative, a URL without a bucket/container, a scheme whose
-        provider extra is not installed, or an unknown ``conn_id``.
+        provider extra is not installed, or a ``conn_id`` that is not a defined connection (whatever the
+        destination; a local one does not use it).
     """
     if not isinstance(destination, str) or not destination.strip():
         raise DestinationError(
@@ -73,6 +74,8 @@ def check_destination(destination: object, conn_id: str | None = None) -> Destin
         )
     text = destination.strip()
     match = _URL_RE.match(text)
+    if conn_id:  # a typo here must not fall back to another store's ambient credentials, nor pass unnoticed
+        _check_connection(conn_id, text)
     if match is None:
         local = os.path.expanduser(text)
         if not os.path.isabs(local):
@@ -92,8 +95,6 @@ def check_destination(destination: object, conn_id: str | None = None) -> Destin
             f"e.g. {scheme}://my-bucket/auralytik/conversations."
         )
     _check_store_installed(scheme, text)
-    if conn_id:
-        _check_connection(conn_id, text)
     return Destination(text, conn_id or None)
 
 
@@ -152,7 +153,7 @@ def open_destination(destination: Destination) -> ObjectStoragePath:
 def resolve_destination(destination: str, conn_id: str | None) -> ObjectStoragePath:
     """:func:`check_destination` then :func:`open_destination`: the operator's ``destination`` as a path.
 
-    A plain local path must be absolute (``~`` is expanded); ``conn_id`` is ignored for local paths.
+    A plain local path must be absolute (``~`` is expanded); ``conn_id`` is not used for local paths.
     """
     return open_destination(check_destination(destination, conn_id))
 

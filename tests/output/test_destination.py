@@ -23,7 +23,7 @@ def conn_id_of(path: Any) -> str | None:
 
 def test_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    home = resolve_destination("~/exports/day 1", "ignored_conn")
+    home = resolve_destination("~/exports/day 1", None)
     assert (tmp_path / "exports" / "day 1").is_dir()
     assert home.protocol == "file"
     assert home.path == str(tmp_path / "exports" / "day 1")
@@ -88,10 +88,13 @@ def test_a_store_without_its_provider_names_the_extra(url: str, extra: str, monk
     assert f"[{extra}] extra" in str(info.value)
 
 
-def test_an_unknown_destination_conn_id_is_an_error_naming_it(s3_server: Any) -> None:
+def test_an_unknown_destination_conn_id_is_an_error_naming_it(s3_server: Any, tmp_path: Path) -> None:
     with pytest.raises(DestinationError, match="destination_conn_id 'no_such_aws' is not a defined Airflow connection"):
         check_destination(s3_server.url("x"), "no_such_aws")
+    with pytest.raises(DestinationError, match="destination_conn_id 'typo' is not a defined"):
+        check_destination(str(tmp_path), "typo")  # unused for a local path, but a typo all the same
     assert check_destination(s3_server.url("x"), s3_server.conn_id).conn_id == s3_server.conn_id
+    assert check_destination(str(tmp_path), s3_server.conn_id).conn_id is None  # defined: accepted, unused
 
 
 def test_s3_uses_the_connection(s3_server: Any) -> None:
