@@ -17,20 +17,25 @@ from tests.conftest import sandbox_connection
 DAY = ("2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z")
 
 
-class OutletEvents(dict):
-    """``context["outlet_events"]``: records what an operator adds for each alias."""
+class Added:
+    """What an operator added for one alias."""
 
-    def __missing__(self, alias: Any) -> Any:
-        added: list[tuple[Any, dict[str, Any]]] = []
+    def __init__(self) -> None:
+        self.added: list[tuple[Any, dict[str, Any]]] = []
 
-        class Accessor:
-            def add(self, asset: Any, extra: dict[str, Any]) -> None:
-                added.append((asset, extra))
+    def add(self, asset: Any, extra: dict[str, Any]) -> None:
+        self.added.append((asset, extra))
 
-        accessor = Accessor()
-        accessor.added = added  # type: ignore[attr-defined]
-        self[alias] = accessor
-        return accessor
+
+class OutletEvents:
+    """``context["outlet_events"]``: records what an operator adds for each alias (by name: Airflow 3.0's
+    ``AssetAlias`` is not hashable)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Added] = {}
+
+    def __getitem__(self, alias: Any) -> Added:
+        return self.by_name.setdefault(alias.name, Added())
 
 
 @pytest.fixture
