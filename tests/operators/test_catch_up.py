@@ -18,7 +18,7 @@ import pytest
 from airflow_provider_auralytik.operators.catch_up import AuralytikCatchUpOperator, compare, window_context
 from airflow_provider_auralytik.output.reader import iter_records, read_manifest
 from tests.conftest import sandbox_connection
-from tests.operators.test_export_pending import OutletEvents
+from tests.operators.test_export_pending import OutletEvents, task_context
 
 UTC = timezone.utc
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -146,7 +146,7 @@ def export_day(tmp_path: Path, day: datetime) -> None:
         ("messages", AuralytikExportMessagesOperator),
     ):
         cls(task_id=kind, destination=str(tmp_path / kind / f"date={day:%Y-%m-%d}"), **window).execute(
-            {"outlet_events": OutletEvents()}
+            task_context(OutletEvents())
         )
 
 
@@ -243,7 +243,7 @@ def test_the_re_export_keeps_the_manifests_format_filters_and_include_pending(la
         channel_id="ch_whatsapp",
         compression=None,
         include_pending=False,
-    ).execute({"outlet_events": OutletEvents()})
+    ).execute(task_context(OutletEvents()))
     before = read_manifest(local(destination))
     assert before is not None
     lake.complete(*late)

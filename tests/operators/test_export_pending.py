@@ -38,6 +38,11 @@ class OutletEvents:
         return self.by_name.setdefault(alias.name, Added())
 
 
+def task_context(events: OutletEvents) -> Any:
+    """The part of a task's context an export uses."""
+    return {"outlet_events": events}
+
+
 @pytest.fixture
 def held(make_sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A sandbox whose day 2026-03-02 has 3 conversations still active (the last three created)."""
@@ -55,7 +60,7 @@ def local(path: Path) -> Any:
 
 def export(cls: type, tmp_path: Path, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     op = cls(task_id="export", destination=str(tmp_path), date_from=DAY[0], date_to=DAY[1], **kwargs)
-    summary = op.execute({"outlet_events": OutletEvents()})
+    summary = op.execute(task_context(OutletEvents()))
     manifest = read_manifest(local(tmp_path))
     assert manifest is not None
     return summary, manifest, list(iter_records(local(tmp_path)))
@@ -104,7 +109,7 @@ def test_the_asset_event_extra_carries_the_pending_count(held, tmp_path):
         task_id="export", destination=str(tmp_path), date_from=DAY[0], date_to=DAY[1], asset_alias="auralytik"
     )
     events = OutletEvents()
-    op.execute({"outlet_events": events})
+    op.execute(task_context(events))
 
     [(asset, extra)] = events[AssetAlias(name="auralytik")].added
     assert asset.uri == f"file://{tmp_path}"
