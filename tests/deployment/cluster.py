@@ -17,7 +17,13 @@ What runs (each in its own process group, on a free port, everything under one t
     bash scripts/deployment.sh status
     bash scripts/deployment.sh down
 
-Tests use the ``deployment`` fixture (``tests/deployment/conftest.py``), which is this class.
+Tests use the session's ``deployment`` fixture (``tests/deployment/conftest.py``), which is this class,
+and ``lake`` (``lake.py``: the S3 bucket, read as a reader would). A new deployment test goes in
+``tests/deployment/``, marked ``deployment``: it drives runs with :meth:`Deployment.trigger` (a run for
+any past data interval), :meth:`~Deployment.wait_run`, :meth:`~Deployment.task_instances`, ``airflow(...)``
+for the CLI (e.g. ``backfill create``) and :meth:`~Deployment.start_sandbox` for the API's behaviour, and
+takes days of ``SANDBOX_DATA`` no other test uses (``test_deployment.py`` uses 2026-03-01 to 03-07: add
+days for more), since all tests share one deployment and one lake.
 """
 
 from __future__ import annotations

@@ -44,6 +44,11 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def moment(text: str) -> datetime:
+    """A timestamp of the REST API (``...Z``, microseconds when not zero)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def assert_alone(lake: Lake, snapshot: Snapshot, *also: str) -> None:
     """Under the snapshot's prefix: its manifest, the files it lists (and ``also``), nothing else."""
     expected = snapshot.listed_keys | {f"{snapshot.prefix}/{MANIFEST}", *also}
@@ -151,7 +156,7 @@ def test_backfill_of_three_days_exports_each_day_once_into_its_partition(deploym
     intervals = [(run["data_interval_start"], run["data_interval_end"]) for run in runs]
     assert intervals == [(iso(d), iso(d + ONE_DAY)) for d in days]
     # max_active_runs > 1 at work: the runs were in flight together.
-    assert max(run["start_date"] for run in runs) < min(run["end_date"] for run in runs)
+    assert max(moment(run["start_date"]) for run in runs) < min(moment(run["end_date"]) for run in runs)
 
     for run, start in zip(runs, days, strict=True):
         exports = [
