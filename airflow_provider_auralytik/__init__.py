@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 __version__ = "0.1.0"
@@ -12,9 +13,10 @@ _PKG = "airflow_provider_auralytik"
 #: page and from errors that need more than one line of explanation.
 DOCS_URL = "https://github.com/auralytik/airflow-provider-auralytik/blob/main/docs"
 
-#: The connection form, declared the Airflow 3.2+ way (``ui-field-behaviour`` in the provider info,
-#: read by the API server without importing the hook). Airflow 3.0/3.1 read the same thing from
-#: ``AuralytikHook.get_ui_field_behaviour()`` (snake_case keys); tests keep the two identical.
+#: The connection form, defined once. Airflow 3.2+ reads it from the provider info without importing
+#: the hook (``ui-field-behaviour`` and ``conn-fields``); Airflow 3.0/3.1 ask the hook, whose
+#: ``get_ui_field_behaviour()`` and ``get_connection_form_widgets()`` are derived from these.
+#: ``port`` stays hidden: showing it would not help the UI's Test button (see docs/connection.md).
 _UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "port", "login"],
     "relabeling": {"host": "Base URL", "password": "API key"},
@@ -24,6 +26,60 @@ _UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "extra": '{"timeout": 30, "max_retries": 6, "max_concurrency": 16}',
     },
 }
+
+#: The connection's optional extras, as form fields (stored in ``extra`` under these names; empty
+#: means the hook's default, which each description states).
+_CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "Seconds a request may take, connecting and reading. Default 30.",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": "Retries of a transient fault (408, 5xx, dropped connection, timeout) per request. "
+        "Default 6; 0 disables them. A 429 spends none: see the rate limit wait.",
+        "schema": {"type": ["integer", "null"], "minimum": 0},
+    },
+    "max_concurrency": {
+        "label": "Max concurrency",
+        "description": "Requests in flight at once (the HTTP pool). Default 16.",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+    },
+    "rate_limit_max_wait": {
+        "label": "Rate limit max wait (seconds)",
+        "description": "Seconds a request may be held back by 429 answers before the task fails. Default 600.",
+        "schema": {"type": ["number", "null"], "minimum": 0},
+    },
+    "max_requests_per_second": {
+        "label": "Max requests per second",
+        "description": "A client-side limit for a key whose quota you know. Empty: learned from the 429s.",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    },
+}
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """The form's standard fields the way a hook's ``get_ui_field_behaviour()`` returns them (snake_case)."""
+    return {key.replace("-", "_"): copy.deepcopy(value) for key, value in _UI_FIELD_BEHAVIOUR.items()}
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """
+    The extras as WTForms fields, for Airflow 3.0/3.1's ``get_connection_form_widgets()``.
+
+    WTForms is imported here, at call time: Airflow's API server substitutes its own field classes
+    for WTForms' while it calls this, and has no WTForms at all without the FAB provider.
+    """
+    from wtforms import IntegerField, StringField
+    from wtforms.validators import Optional
+
+    fields: dict[str, Any] = {}
+    for name, field in _CONN_FIELDS.items():
+        # No float field among the ones Airflow substitutes: a number is typed as text (the hook parses it).
+        kind = IntegerField if "integer" in field["schema"]["type"] else StringField
+        fields[name] = kind(field["label"], validators=[Optional()], description=field["description"])
+    return fields
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -38,11 +94,8 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "auralytik",
                 "hook-class-name": f"{_PKG}.hooks.auralytik.AuralytikHook",
                 "hook-name": "Auralytik",
-                "ui-field-behaviour": {
-                    "hidden-fields": list(_UI_FIELD_BEHAVIOUR["hidden-fields"]),
-                    "relabeling": dict(_UI_FIELD_BEHAVIOUR["relabeling"]),
-                    "placeholders": dict(_UI_FIELD_BEHAVIOUR["placeholders"]),
-                },
+                "ui-field-behaviour": copy.deepcopy(_UI_FIELD_BEHAVIOUR),
+                "conn-fields": copy.deepcopy(_CONN_FIELDS),
             }
         ],
         "hooks": [{"integration-name": "Auralytik", "python-modules": [f"{_PKG}.hooks.auralytik"]}],

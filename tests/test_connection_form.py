@@ -26,9 +26,9 @@ import pytest
 import requests
 from packaging.version import Version
 
-from airflow_provider_auralytik import get_provider_info
+from airflow_provider_auralytik import DOCS_URL, get_provider_info
 from airflow_provider_auralytik._compat import AIRFLOW_VERSION
-from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, HookSettings
 
 STARTUP_TIMEOUT = 60.0
 
@@ -54,8 +54,31 @@ def test_provider_info_declares_the_form_the_current_way():
     assert json.loads(behaviour["placeholders"]["extra"])  # a JSON example of the extras
 
 
-def test_provider_info_and_hook_describe_the_same_form():
-    # Airflow 3.0/3.1 only call the hook's method: the two must never drift apart.
+EXTRAS = ["timeout", "max_retries", "max_concurrency", "rate_limit_max_wait", "max_requests_per_second"]
+
+
+def test_provider_info_declares_the_extras_as_form_fields():
+    fields = _auralytik_connection_type()["conn-fields"]
+    assert list(fields) == EXTRAS
+    for name, field in fields.items():
+        assert field["label"], name
+        assert field["description"], name
+        assert "null" in field["schema"]["type"], name  # every extra may stay empty: the hook's default
+    assert "integer" in fields["max_retries"]["schema"]["type"]
+    assert "number" in fields["timeout"]["schema"]["type"]
+
+
+def test_the_declared_defaults_are_the_hooks():
+    # Each description states the default the hook applies when the field is left empty.
+    fields = _auralytik_connection_type()["conn-fields"]
+    defaults = HookSettings(base_url="x", api_key="k")
+    for name in ("timeout", "max_retries", "max_concurrency", "rate_limit_max_wait"):
+        assert f"Default {getattr(defaults, name):g}" in fields[name]["description"], name
+    assert defaults.max_requests_per_second is None
+
+
+def test_the_hook_derives_its_form_from_the_provider_info():
+    # Airflow 3.0/3.1 only call the hook's method: it is built from the one definition.
     declared = _auralytik_connection_type()["ui-field-behaviour"]
     from_hook = AuralytikHook.get_ui_field_behaviour()
     assert from_hook == {
@@ -63,6 +86,51 @@ def test_provider_info_and_hook_describe_the_same_form():
         "relabeling": declared["relabeling"],
         "placeholders": declared["placeholders"],
     }
+    from_hook["relabeling"]["host"] = "changed"  # a copy: callers cannot alter the definition
+    assert AuralytikHook.get_ui_field_behaviour()["relabeling"]["host"] == "Base URL"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wtforms") is None, reason="Airflow 3.0/3.1 form widgets need WTForms")
+def test_the_hook_derives_its_widgets_from_the_provider_info():
+    from wtforms import IntegerField, StringField
+
+    declared = _auralytik_connection_type()["conn-fields"]
+    widgets = AuralytikHook.get_connection_form_widgets()
+    assert list(widgets) == EXTRAS
+    for name, widget in widgets.items():
+        assert widget.args[0] == declared[name]["label"]
+        assert widget.kwargs["description"] == declared[name]["description"]
+    assert widgets["max_retries"].field_class is IntegerField
+    assert widgets["timeout"].field_class is StringField  # a float, parsed by the hook
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+def test_extras_left_empty_in_the_form_mean_the_defaults(empty: Any):
+    from airflow.models.connection import Connection
+
+    conn = Connection(
+        conn_id="auralytik_form",
+        conn_type="auralytik",
+        password="k",
+        extra=json.dumps({name: empty for name in EXTRAS} | {"max_retries": 2}),
+    )
+    settings = HookSettings.from_connection(conn, "auralytik_form", {})
+    defaults = HookSettings(base_url="x", api_key="k")
+    assert settings.max_retries == 2
+    assert (settings.timeout, settings.max_concurrency, settings.rate_limit_max_wait) == (
+        defaults.timeout,
+        defaults.max_concurrency,
+        defaults.rate_limit_max_wait,
+    )
+    assert settings.max_requests_per_second is None
+
+
+def test_external_doc_url_points_at_the_docs():
+    (integration,) = get_provider_info()["integrations"]
+    assert integration["external-doc-url"] == f"{DOCS_URL}/index.md"
+    assert DOCS_URL.startswith("https://github.com/")
+    assert DOCS_URL.endswith("/docs")
+    assert (Path(__file__).resolve().parents[1] / "docs" / "index.md").exists()
 
 
 def test_provider_info_is_valid_for_the_installed_airflow():
@@ -207,6 +275,15 @@ def test_hook_meta_shows_the_auralytik_form(api_server: ApiServer):
     }
     for hidden in ("url_schema", "port", "login"):
         assert fields[hidden]["hidden"] is True, hidden
+    # The extras are form fields, not only a JSON editor showing {}.
+    extra_fields = meta["extra_fields"]
+    assert list(extra_fields) == EXTRAS
+    declared = _auralytik_connection_type()["conn-fields"]
+    for name, field in extra_fields.items():
+        assert field["schema"]["title"] == declared[name]["label"], name
+        assert field["description"] == declared[name]["description"], name
+        assert field["value"] is None, name  # empty: the hook's default applies
+    assert "integer" in extra_fields["max_retries"]["schema"]["type"]
 
 
 def _test_body(host: str, key: str) -> dict[str, Any]:
@@ -240,3 +317,53 @@ def test_test_button_reports_a_wrong_key_without_echoing_it(api_server: ApiServe
     assert "key" in result["message"].lower()  # says what is wrong
     assert wrong_key not in result["message"]
     assert wrong_key not in api_server.tail(400)
+
+
+# ---------------------------------------------------------------------------------------------
+# The UI's Test button on a stored connection (Airflow 3.3) and what works instead
+# ---------------------------------------------------------------------------------------------
+
+
+def _store(api_server: ApiServer, conn_id: str, host: str, key: str) -> None:
+    """Save a connection the way the UI's form does: hidden fields (port, login, schema) left out."""
+    body = {"connection_id": conn_id, "conn_type": "auralytik", "host": host, "password": key, "extra": "{}"}
+    response = api_server.post("/api/v2/connections", body)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.skipif(Version("3.3") > AIRFLOW_VERSION, reason="the stored-endpoint check of the test route is 3.3's")
+def test_ui_test_button_on_a_stored_connection_is_refused_by_airflow(api_server: ApiServer, make_sandbox: Any):
+    """What the Test button of Admin > Connections sends for a stored connection: the row as listed,
+    ``port: Number(null)`` = 0 and the masked key. Airflow 3.3.2 refuses it whatever the form hides
+    (any connection without a port; ``http`` ones too): docs/connection.md names the alternatives."""
+    sandbox = make_sandbox()
+    conn_id = f"auralytik_stored_{secrets.token_hex(4)}"
+    _store(api_server, conn_id, sandbox.url, sandbox.api_key)
+    ui_body = {"connection_id": conn_id, "conn_type": "auralytik", "description": "", "extra": "{}",
+               "host": sandbox.url, "login": "", "password": "***", "port": 0, "schema": ""}  # fmt: skip
+    refused = api_server.post("/api/v2/connections/test", ui_body)
+    assert refused.status_code == 400, refused.text
+    assert "differs from the stored connection" in refused.text
+    # The same request with the port the UI would send if it sent none: the stored key is used.
+    fine = api_server.post("/api/v2/connections/test", {k: v for k, v in ui_body.items() if k != "port"})
+    assert fine.status_code == 200, fine.text
+    assert fine.json()["status"] is True, fine.json()
+
+
+def test_airflow_connections_test_checks_a_stored_connection(api_server: ApiServer, make_sandbox: Any):
+    """The documented alternative: ``airflow connections test <conn_id>`` on any Airflow machine."""
+    sandbox = make_sandbox()
+    conn_id = f"auralytik_cli_{secrets.token_hex(4)}"
+    _store(api_server, conn_id, sandbox.url, sandbox.api_key)
+    home = Path(api_server.log).parent
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "connections", "test", conn_id],
+        env=_server_env(home),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Connection success!" in done.stdout
+    assert sandbox.api_key not in done.stdout + done.stderr

@@ -26,7 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from airflow_provider_auralytik import DOCS_URL, __version__
+from airflow_provider_auralytik import DOCS_URL, __version__, connection_form_widgets, ui_field_behaviour
 from airflow_provider_auralytik._compat import AirflowException, AirflowNotFoundException, BaseHook, aget_connection
 from airflow_provider_auralytik.hooks.pacing import BudgetExhausted, Pacer, RequestBudget, RetryLimits, pacer_for
 from airflow_provider_auralytik.utils.concurrency import Gate
@@ -132,7 +132,9 @@ class HookSettings:
         base_url = (host or DEFAULT_BASE_URL).rstrip("/")
 
         def number(key: str, default: float, minimum: float) -> float:
-            raw = extra.get(key, default)
+            raw = extra.get(key)
+            if raw is None or raw == "":  # absent, or a form field left empty
+                raw = default
             try:
                 value = float(raw)
             except (TypeError, ValueError):
@@ -461,16 +463,13 @@ class AuralytikHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Only the base URL and the API key mean something here."""
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"host": "Base URL", "password": "API key"},
-            "placeholders": {
-                "host": DEFAULT_BASE_URL,
-                "password": "Auralytik API key with the conversations:read scope",
-                "extra": json.dumps({"timeout": 30, "max_retries": 6, "max_concurrency": 16}),
-            },
-        }
+        """Only the base URL and the API key mean something here (Airflow 3.0/3.1; defined in ``__init__``)."""
+        return ui_field_behaviour()
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extras as form fields (Airflow 3.0/3.1; 3.2+ reads ``conn-fields`` from the provider info)."""
+        return connection_form_widgets()
 
     # -- settings and sessions ---------------------------------------------------------------
 
