@@ -242,13 +242,22 @@ class AuralytikCatchUpOperator(BaseOperator):
         length = current.end - current.start
         jinja_env = self.get_template_env()
         plan = []
+        seen: dict[str, DateWindow] = {}
         for back in range(self.lookback, 0, -1):
             window = DateWindow(current.start - back * length, current.end - back * length)
             values = window_context(context, back * length)
             for kind, template in self._templates():
                 with explain_missing_data_interval():
                     url = self.render_template(template, values, jinja_env)  # type: ignore[arg-type]
-                plan.append((window, kind, check_destination(url, self.destination_conn_id)))
+                target = check_destination(url, self.destination_conn_id)
+                if target.url in seen:
+                    raise ValueError(
+                        f"{kind}_destination renders to {target.url} for both {seen[target.url]} and {window}: it "
+                        "must name each window's own place, as the export's does (e.g. "
+                        "'.../date={{ data_interval_start | ds }}')."
+                    )
+                seen[target.url] = window
+                plan.append((window, kind, target))
         return plan
 
     def _export_for(self, kind: str, manifest: dict[str, Any], target: Destination) -> Any:
@@ -304,6 +313,17 @@ class AuralytikCatchUpOperator(BaseOperator):
                         url,
                     )
                     entry["action"] = "missing"
+                    continue
+                exported = DateWindow.resolve(manifest["window"]["date_from"], manifest["window"]["date_to"])
+                if not (exported.start < window.end and window.start < exported.end):
+                    self.log.warning(
+                        "%s at %s holds the window %s, not %s: left alone (check the destination template).",
+                        kind,
+                        url,
+                        exported,
+                        window,
+                    )
+                    entry["action"] = "other window"
                     continue
                 pending = manifest.get("pending")
                 if not pending:

@@ -328,3 +328,27 @@ def test_a_relative_destination_fails_before_any_request(lake, tmp_path):
     with pytest.raises(ValueError, match="relative path"):
         render(op, context).execute(context)
     assert lake.stats.requests == 0
+
+
+def test_a_destination_that_does_not_depend_on_the_window_is_refused_before_any_request(lake, tmp_path):
+    context = run_context(utc(2026, 3, 3))
+    op = AuralytikCatchUpOperator(task_id="catch_up", messages_destination=str(tmp_path / "messages"), lookback=2)
+    with pytest.raises(ValueError, match=r"messages_destination renders to .* for both"):
+        render(op, context).execute(context)
+    assert lake.stats.requests == 0
+
+
+def test_a_manifest_of_another_window_is_left_alone(lake, tmp_path):
+    lake.hold(lake.conversations_in(*D)[0])
+    export_day(tmp_path, utc(2026, 3, 2))
+    # A template keyed on the month: the day 03-01 finds the snapshot of 03-02 there.
+    op = AuralytikCatchUpOperator(
+        task_id="catch_up",
+        messages_destination=str(tmp_path / "messages" / "date=2026-03-0{{ data_interval_start.day + 1 }}"),
+        lookback=1,
+    )
+    lake.reset_stats()
+    context = run_context(utc(2026, 3, 2))  # looks back at [03-01, 03-02)
+    summary = render(op, context).execute(context)
+    assert [w["action"] for w in summary["windows"]] == ["other window"]
+    assert lake.stats.requests == 0
