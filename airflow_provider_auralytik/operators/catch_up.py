@@ -258,6 +258,9 @@ class AuralytikCatchUpOperator(BaseOperator):
                     )
                 seen[target.url] = window
                 plan.append((window, kind, target))
+        for window, kind, target in plan[: len(self._templates())]:
+            # The exports' own checks of page_size, max_concurrency, pii_guard …, before any request.
+            self._export_for(kind, {"window": window.as_dict(), "filters": {}}, target)
         return plan
 
     def _export_for(self, kind: str, manifest: dict[str, Any], target: Destination) -> Any:

@@ -352,3 +352,19 @@ def test_a_manifest_of_another_window_is_left_alone(lake, tmp_path):
     summary = render(op, context).execute(context)
     assert [w["action"] for w in summary["windows"]] == ["other window"]
     assert lake.stats.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"page_size": 0}, "page_size must be an integer from 1 to 100"),
+        ({"max_concurrency": 1000}, "max_concurrency=1000 is more than 256"),
+        ({"pii_guard": "nope"}, "pii_guard must be"),
+        ({"max_records_per_part": 0}, "max_records_per_part"),
+    ],
+)
+def test_export_options_are_checked_by_the_exports_own_rules_before_any_request(lake, tmp_path, kwargs, message):
+    context = run_context(utc(2026, 3, 3))
+    with pytest.raises(ValueError, match=message):
+        render(catch_up(tmp_path, lookback=2, **kwargs), context).execute(context)
+    assert lake.stats.requests == 0
