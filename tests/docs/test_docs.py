@@ -666,3 +666,38 @@ def test_connection_extras_and_defaults_match_the_code() -> None:
         code = re.match(r"`([^`]*)`", rows[f.name].get("default", ""))
         assert code is not None, f"connection.md: extra {f.name!r} has no default"
         assert ast.literal_eval(code[1]) == f.default, f"connection.md: {f.name} defaults to {f.default}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Statements in the prose that the code decides
+# ---------------------------------------------------------------------------------------------
+
+
+def test_hook_md_lists_every_error_class() -> None:
+    from airflow_provider_auralytik.hooks import auralytik
+
+    tree = re.search(r"```text\n(AuralytikApiError.*?)```", (DOCS / "hook.md").read_text(), flags=re.DOTALL)
+    assert tree, "hook.md shows the error classes as a tree"
+    listed = set(re.findall(r"\b(Auralytik\w+Error)\b", tree.group(1)))
+    defined = {
+        name
+        for name, value in vars(auralytik).items()
+        if isinstance(value, type) and issubclass(value, auralytik.AuralytikApiError)
+    }
+    assert listed == defined
+
+
+def test_documented_progress_interval_is_the_code() -> None:
+    import inspect
+
+    from airflow_provider_auralytik.utils.progress import Progress
+
+    interval = inspect.signature(Progress).parameters["interval"].default
+    text = "\n".join(page.read_text() for page in sorted(DOCS.glob("*.md")))
+    said = set(re.findall(r"every (\d+) s while running", text))
+    assert said == {f"{interval:g}"}
+
+
+def test_docs_cite_nothing_outside_the_repository() -> None:
+    for page in [*sorted(DOCS.glob("*.md")), DOCS.parent / "README.md"]:
+        assert "shared/" not in page.read_text(), f"{page.name} cites a file that is not in the repository"
