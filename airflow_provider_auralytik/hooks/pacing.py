@@ -11,7 +11,8 @@ the way TCP flows share a link, without talking to the other clients of the key:
   (multiplicative decrease, once per episode: the 429s of requests sent before the cut are the same
   signal);
 * every ``INCREASE_INTERVAL`` without a 429 in which the rate was the bottleneck, the rate climbs by
-  a fixed step (additive increase), and the in-flight limit by one, up to ``max_concurrency``;
+  a fixed step (additive increase; up to ``MAX_STEPS`` steps after as many such intervals in a row),
+  and the in-flight limit by one, up to ``max_concurrency``;
 * before the first 429 there is no rate limit, and the in-flight limit starts low and grows by one
   per answer (slow start), so a fast server costs nothing and a limited one sees a small first burst;
 * ``max_rate`` (the connection's ``max_requests_per_second``) is a client-side limit the rate
@@ -44,6 +45,9 @@ INCREASE_INTERVAL = 1.0
 #: Additive increase per interval, requests/s: at least this, or this share of the rate after the cut.
 MIN_STEP = 1.0
 STEP_SHARE = 0.05
+#: The k-th increase in a row without a 429 adds k steps, up to this many (a rate left alone by
+#: the other clients of the key, once they are done, is found in seconds, not tens of seconds).
+MAX_STEPS = 3
 #: The rate never goes below this (requests/s).
 MIN_RATE = 0.5
 #: In-flight limit at the start (slow start: +1 per answer until the first 429).
@@ -115,6 +119,7 @@ class Pacer:
         self._first_answer: float | None = None
         self._latency = 0.0
         self._held_by_rate = False
+        self._climbs = 0
         #: Totals since creation: 429 answers, and wall-clock seconds every request was held by a pause.
         self.throttled = 0
         self.paused_seconds = 0.0
@@ -196,6 +201,7 @@ class Pacer:
         self._limit = max(1.0, math.floor(self._limit * BETA))
         self._slow_start = False
         self._last_cut = self._last_change = now
+        self._climbs = 0
         log.info(
             "Auralytik API %s answered 429 Too Many Requests: slowing down to %.1f requests/s, %d in flight, "
             "all requests paused %.1f s.",
@@ -223,7 +229,8 @@ class Pacer:
         if not self._held_by_rate:
             return  # the rate is not what holds the requests back: raising it would prove nothing
         self._held_by_rate = False
-        self._rate += self._step
+        self._climbs += 1
+        self._rate += self._step * min(self._climbs, MAX_STEPS)
         if self.max_rate is not None:
             self._rate = min(self._rate, self.max_rate)
         recovered = self._rate_before_cut

@@ -211,7 +211,9 @@ def test_sustained_success_climbs_back_additively_up_to_where_it_was(clock, capl
         admissions(pacer, clock, INCREASE_INTERVAL + 0.01)  # a client that always has work
         rates.append(pacer.rate)
     steps = [b - a for a, b in zip([cut, *rates], rates, strict=False)]  # type: ignore[operator]  # rates are set
-    assert all(step == pytest.approx(pacing.MIN_STEP) for step in steps[1:])  # one fixed step per interval
+    # Additive: a fixed step per interval, two then three in a row without a 429 (never more).
+    climbs = [min(k, pacing.MAX_STEPS) * pacing.MIN_STEP for k in range(1, len(steps))]
+    assert steps[1:] == pytest.approx(climbs)
     assert (rates[-1] or 0) > 20  # back above the rate it had before the 429: probing for more
     assert pacer.in_flight_limit == 16
     assert sum("speeding up again" in r.getMessage() for r in caplog.records) == 1
