@@ -644,7 +644,8 @@ def test_dag_deferrable_really_defers_until_completed(
         return original(self, context, event)
 
     monkeypatch.setattr(AuralytikConversationsCompletedSensor, "execute_complete", spy)
-    sandbox = make_sandbox(days=1, per_day=300, start=DAY, complete_within=3)
+    # Long enough that the first poke (after dag.test() starts, slow on a loaded machine) still waits.
+    sandbox = make_sandbox(days=1, per_day=300, start=DAY, complete_within=15)
     set_conn(monkeypatch, sandbox.url, sandbox.api_key)
     last_completion = max(sandbox.completion_time(cid) for cid in sandbox.conversations_in(DATE_FROM, DATE_TO))
 
