@@ -356,17 +356,18 @@ class AuralytikCatchUpOperator(BaseOperator):
                     entry["action"] = "unchanged"
                     continue
                 self.log.info("%s %s at %s: %s; exporting it again.", window, kind, url, changes.describe())
-                summary = self._export_for(kind, manifest, target).export(context)
-                requests += int(summary.get("api_requests", 0) or 0)
+                export = self._export_for(kind, manifest, target)
+                summary = export.export(context)
+                requests += int(export.manifest.get("api_requests", 0))
                 entry.update(action="re-exported", pending_now=summary.get("conversations_pending", 0))
         finally:
             self.hook.close()
         reexported = sum(1 for r in results if r.get("action") == "re-exported")
         summary = {"windows": results, "reexported": reexported, "api_requests": requests}
         self.log.info(
-            "Caught up %d window(s) of %d: %d re-exported, %d API request(s).",
-            len({(r["date_from"], r["kind"]) for r in results}),
+            "Caught up the %d window(s) before %s: %d snapshot(s) re-exported, %d API request(s).",
             self.lookback,
+            plan[-1][0].end if plan else "this run's",
             reexported,
             requests,
         )

@@ -193,8 +193,10 @@ def test_a_completed_conversation_re_exports_its_window_once_with_an_asset_event
     lake.complete(late[0])
 
     context = run_context(utc(2026, 3, 3))
+    lake.reset_stats()
     summary = render(catch_up(tmp_path, lookback=1, asset_alias="auralytik"), context).execute(context)
     assert summary["reexported"] == 2
+    assert summary["api_requests"] == lake.stats.requests  # the check's listing and both re-exports
     [(_, extra)] = [
         event
         for event in context["outlet_events"][AssetAlias(name="auralytik")].added
