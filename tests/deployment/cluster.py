@@ -22,7 +22,7 @@ and ``lake`` (``lake.py``: the S3 bucket, read as a reader would). A new deploym
 ``tests/deployment/``, marked ``deployment``: it drives runs with :meth:`Deployment.trigger` (a run for
 any past data interval), :meth:`~Deployment.wait_run`, :meth:`~Deployment.task_instances`, ``airflow(...)``
 for the CLI (e.g. ``backfill create``) and :meth:`~Deployment.start_sandbox` for the API's behaviour, and
-takes days of ``SANDBOX_DATA`` no other test uses (``test_deployment.py`` uses 2026-03-01 to 03-07: add
+takes days of ``SANDBOX_DATA`` no other test uses (``test_deployment.py`` uses 2026-03-01 to 03-08: add
 days for more), since all tests share one deployment and one lake.
 """
 
@@ -62,8 +62,8 @@ AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer", *WO
 BUCKET = "auralytik-lake"
 EXPORT_ROOT = f"s3://{BUCKET}/auralytik"
 DAG_IDS = ("auralytik_daily_export", "auralytik_sliced_export")
-# Fixed past data: nothing here depends on today's date. 7 days: each test takes its own days.
-SANDBOX_DATA: dict[str, Any] = {"seed": 11, "start": "2026-03-01", "days": 7, "per_day": 40}
+# Fixed past data: nothing here depends on today's date. 8 days: each test takes its own days.
+SANDBOX_DATA: dict[str, Any] = {"seed": 11, "start": "2026-03-01", "days": 8, "per_day": 40}
 SANDBOX_KEY = "deployment-sandbox-key"
 _AWS_KEY = "testing"
 
@@ -373,9 +373,9 @@ class Deployment:
             args = [name]
         return self._start(name, [self._bin("airflow"), *args], env=env)
 
-    def restart(self, name: str) -> Service:
-        """Stop (SIGTERM) and start again one Airflow component."""
-        self.stop_service(name)
+    def restart(self, name: str, *, kill: bool = False) -> Service:
+        """Stop (SIGTERM; ``kill=True``: SIGKILL, a crash) and start again one Airflow component."""
+        self.stop_service(name, kill=kill)
         return self.start_airflow(name)
 
     def wait_worker_ready(self, worker: str, timeout: float = 300) -> None:

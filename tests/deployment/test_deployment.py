@@ -169,14 +169,20 @@ def test_backfill_of_three_days_exports_each_day_once_into_its_partition(deploym
         assert_daily_exports_exact(deployment, lake, start)
 
 
-def test_deferred_sensor_survives_a_triggerer_restart(deployment: Deployment, lake: Lake) -> None:
-    start, run_id = day(2), "triggerer-restart"
+@pytest.mark.parametrize(
+    ("stop", "day_of_march"),
+    [pytest.param("SIGTERM", 2, id="clean-restart"), pytest.param("SIGKILL", 8, id="after-a-crash")],
+)
+def test_deferred_sensor_survives_a_triggerer_restart(
+    deployment: Deployment, lake: Lake, stop: str, day_of_march: int
+) -> None:
+    start, run_id = day(day_of_march), f"triggerer-restart-{stop}"
     deployment.start_sandbox(complete_within=3600)
     deployment.trigger(DAILY, run_id, start, start + ONE_DAY)
     before = wait_for("the sensor to wait in the triggerer", lambda: deferred_sensor(deployment, run_id), 300, 1)
     assert_handed_to_the_triggerer(before)
 
-    deployment.restart("triggerer")
+    deployment.restart("triggerer", kill=stop == "SIGKILL")  # killed: taken over once its heartbeat is stale
     after = wait_for(
         "the new triggerer to take the trigger over",
         lambda: deferred_sensor(deployment, run_id, not_on_job=before["triggerer_job"]["id"]),
