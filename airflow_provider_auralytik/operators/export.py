@@ -7,7 +7,7 @@ layout, the manifest and the snapshot commit are described in :mod:`airflow_prov
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_auralytik._compat import Context, ObjectStoragePath
     from airflow_provider_auralytik.output.writer import PartWriter
-    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap, Prefetch
+    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
     from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.utils.progress import Progress
 
@@ -125,7 +125,7 @@ class _AuralytikExportOperator(BaseOperator):
     #: What the manifest calls a record of this export.
     kind: str = ""
     #: Each export starts reading (and fetching) as soon as its stream exists ...
-    _stream: Callable[[WindowListing], Prefetch[Any] | AsyncOrderedMap[Any, Any]]
+    _stream: Callable[[WindowListing], AsyncOrderedMap[Any, Any]]
     #: ... then writes the stream's records and returns the manifest's own fields (at least ``counts``).
     _export: Callable[[Iterable[Any], WindowListing, PartWriter, Progress], dict[str, Any]]
 
@@ -292,10 +292,22 @@ class AuralytikExportConversationsOperator(_AuralytikExportOperator):
 
     kind = "conversations"
 
-    def _stream(self, listing: WindowListing) -> Prefetch[dict[str, Any]]:
-        from airflow_provider_auralytik.utils.concurrency import Prefetch
+    def _stream(self, listing: WindowListing) -> AsyncOrderedMap[dict[str, Any], dict[str, Any]]:
+        """The listing on an event-loop thread (the hook's async pool), its pieces listed in parallel
+        (``max_concurrency`` of the connection at most), in ``createdAt`` order."""
+        from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
 
-        return Prefetch(listing, buffer=2 * self.page_size)
+        hook = self.hook
+        hook.use_async_pool()
+        ahead = max(2, hook.settings.max_concurrency)
+
+        async def same(conversation: dict[str, Any]) -> dict[str, Any]:
+            return conversation
+
+        def conversations() -> AsyncIterator[dict[str, Any]]:
+            return listing.alist(ahead=ahead)
+
+        return AsyncOrderedMap(same, conversations, lookahead=2 * self.page_size, cleanup=hook.aclose)
 
     def _export(
         self, stream: Iterable[dict[str, Any]], listing: WindowListing, writer: PartWriter, progress: Progress
