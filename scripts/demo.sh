@@ -28,7 +28,7 @@ done
 echo "Auralytik sandbox: $url"
 export AIRFLOW_CONN_AURALYTIK_DEFAULT="{\"conn_type\": \"auralytik\", \"host\": \"$url\", \"password\": \"sandbox-key\"}"
 
-# The run of logical date D covers the day before it: [D - 1 day, D).
+# `airflow dags test <dag> D` covers the day before D: [D - 1 day, D) (docs/recipes.md: which day a run exports).
 logical_date="$(date -u -d yesterday +%Y-%m-%d)"
 echo "Running: airflow dags test auralytik_daily_export $logical_date  (log: .demo/dags-test.log)"
 .venv/bin/airflow db migrate >"$DEMO/db-migrate.log" 2>&1 || { tail -n 30 "$DEMO/db-migrate.log" >&2; exit 1; }
@@ -37,7 +37,7 @@ if ! .venv/bin/airflow dags test auralytik_daily_export "$logical_date" >"$DEMO/
   echo "The DAG run failed: see .demo/dags-test.log" >&2
   exit 1
 fi
-grep -o "All conversations are completed.\|Exporting Auralytik .*\|Done: [^{]*" "$DEMO/dags-test.log" \
+grep -o "All [0-9,]* *conversations are completed.\|Exporting Auralytik .*\|Done: [^{]*" "$DEMO/dags-test.log" \
   | sed 's/ \[airflow.*//; s/^/  /' || true
 echo
 .venv/bin/python scripts/show_exports.py "$DEMO/exports"
