@@ -172,7 +172,8 @@ class Service:
         return _group_alive(self.pid) or any(_running(p) for p in self._signalled)
 
     def signal(self, signum: int) -> None:
-        """``signum`` to the group and to every descendant, whatever group it moved to."""
+        """``signum`` to the group, and to every descendant that moved to a group of its own. Once
+        each: Airflow's components take a second SIGTERM as "force exit now"."""
         import psutil
 
         tree = self._tree()
@@ -180,8 +181,9 @@ class Service:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
         for process in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(signum)
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                if os.getpgid(process.pid) != self.pid:
+                    process.send_signal(signum)
 
     def stop(self, timeout: float = 30.0) -> None:
         """``stop_signal`` to the whole tree, SIGKILL what is left after ``timeout`` s; waits until gone."""
