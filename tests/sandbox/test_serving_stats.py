@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 
@@ -69,3 +70,70 @@ def test_a_held_conversation_is_still_served_as_it_is_now(make_sandbox):
     sandbox.hold(conversation_id)
     held = json.loads(get(sandbox, f"/conversations/{conversation_id}/messages", **{"X-Exclude-PII": "true"}).content)
     assert len(held["messages"]) < len(full["messages"]) or len(full["messages"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The asyncio server (benchmarks): same answers, faults and stats as the threaded one
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def both():
+    from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig
+
+    config = {"days": 2, "per_day": 30, "start": "2026-03-01"}
+    with Sandbox(SandboxConfig(**config)) as threaded, Sandbox(SandboxConfig(**config), asyncio_server=True) as loop:
+        yield threaded, loop
+
+
+def test_asyncio_server_answers_byte_for_byte_like_the_threaded_one(both):
+    threaded, loop = both
+    conversation_id = threaded.conversations_in()[3]
+    paths = [
+        "/conversations?dateFrom=2026-03-01T00:00:00Z&dateTo=2026-03-02T00:00:00Z&pageSize=10",
+        f"/conversations/{conversation_id}",
+        f"/conversations/{conversation_id}/messages",
+        "/conversations/nope/messages",
+        "/conversations?pageSize=1000",
+    ]
+    for path in paths:
+        a, b = get(threaded, path, **{"X-Exclude-PII": "true"}), get(loop, path, **{"X-Exclude-PII": "true"})
+        assert (a.status_code, a.content) == (b.status_code, b.content), path
+    unauthorised = requests.get(f"{loop.url}/conversations", headers={"Authorization": "Bearer wrong"}, timeout=10)
+    assert unauthorised.status_code == 401
+    assert loop.stats.requests == len(paths) + 1
+
+
+def test_asyncio_server_keeps_connections_counts_in_flight_and_injects_faults():
+    from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig
+
+    config = SandboxConfig(days=1, per_day=40, latency_ms=100, rate_5xx=0.2, rate_drop=0.2, rate_malformed=0.2)
+    with Sandbox(config, asyncio_server=True) as sandbox, requests.Session() as session:
+        ids = sandbox.conversations_in()[:24]
+        headers = {"Authorization": f"Bearer {sandbox.api_key}"}
+
+        def fetch(conversation_id: str) -> int:
+            try:
+                return session.get(
+                    f"{sandbox.url}/conversations/{conversation_id}", headers=headers, timeout=10
+                ).status_code
+            except requests.ConnectionError:
+                return 0  # a dropped connection
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(fetch, ids))
+        stats = sandbox.stats
+        assert stats.max_in_flight >= 4  # timers, not threads: answered concurrently
+        assert stats.span >= 0.1
+        assert 0 in statuses
+        assert any(s >= 500 for s in statuses)
+        assert 200 in statuses
+        assert sum(stats.faults.values()) > 0
+        assert stats.connections < stats.requests + 1
+
+
+def test_asyncio_server_refuses_trickling():
+    from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig
+
+    with pytest.raises(ValueError, match="trickle_every"):
+        Sandbox(SandboxConfig(trickle_every=0.1), asyncio_server=True)
