@@ -342,7 +342,6 @@ def test_extras_are_parsed(monkeypatch):
         ({"timeout": 0}, "timeout"),
         ({"timeout": -1}, "timeout"),
         ({"timeout": [1]}, "timeout"),
-        ({"timeout": None}, "timeout"),
         ({"timeout": "nan"}, "timeout"),
         ({"max_retries": -1}, "max_retries"),
         ({"max_retries": "inf"}, "max_retries"),
@@ -1378,3 +1377,12 @@ def test_429_storm_past_rate_limit_max_wait_fails_in_one_line_naming_it(monkeypa
     assert 50 <= sum(sleeps) <= 61  # held until the next pause would end past the budget; no attempt count
     assert 6 <= m.call_count <= 7
     assert_exception_has_no_key(info.value)
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+def test_an_empty_extra_means_its_default(monkeypatch, empty):
+    # What the connection form stores for a field left empty.
+    set_conn(monkeypatch, host=BASE, password=KEY, extra={"timeout": empty, "max_requests_per_second": empty})
+    settings = AuralytikHook().settings
+    assert settings.timeout == 30.0
+    assert settings.max_requests_per_second is None
