@@ -294,6 +294,7 @@ class AuralytikCatchUpOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_auralytik.output.destination import open_destination
         from airflow_provider_auralytik.output.reader import read_manifest
+        from airflow_provider_auralytik.output.snapshot import SnapshotConflictError
 
         plan = self._plan(context)  # every destination checked before any request
         _ = self.hook.settings  # a missing connection fails here, before any request
@@ -357,7 +358,14 @@ class AuralytikCatchUpOperator(BaseOperator):
                     continue
                 self.log.info("%s %s at %s: %s; exporting it again.", window, kind, url, changes.describe())
                 export = self._export_for(kind, manifest, target)
-                summary = export.export(context)
+                try:
+                    summary = export.export(context)
+                except SnapshotConflictError:
+                    # A newer run (another DAG run's catch-up, a rerun of that day) committed meanwhile:
+                    # its snapshot is at least as fresh as this one would have been.
+                    self.log.info("%s %s at %s: another run committed a newer snapshot meanwhile.", window, kind, url)
+                    entry["action"] = "re-exported by another run"
+                    continue
                 requests += int(export.manifest.get("api_requests", 0))
                 entry.update(action="re-exported", pending_now=summary.get("conversations_pending", 0))
         finally:

@@ -370,3 +370,19 @@ def test_export_options_are_checked_by_the_exports_own_rules_before_any_request(
     with pytest.raises(ValueError, match=message):
         render(catch_up(tmp_path, lookback=2, **kwargs), context).execute(context)
     assert lake.stats.requests == 0
+
+
+def test_a_newer_snapshot_committed_meanwhile_is_taken_as_the_catch_up(lake, tmp_path, monkeypatch):
+    import airflow_provider_auralytik.output.snapshot as snapshot_module
+
+    late = lake.conversations_in(*D)[0]
+    lake.hold(late)
+    export_day(tmp_path, utc(2026, 3, 2))
+    lake.complete(late)
+    # The re-export starts "before" the committed snapshot's run: as if another run committed while it wrote.
+    monkeypatch.setattr(snapshot_module, "new_run_token", lambda started=None: "20000101T000000.000000Z-00000000")
+
+    context = run_context(utc(2026, 3, 3))
+    summary = render(catch_up(tmp_path, lookback=1), context).execute(context)
+    assert [w["action"] for w in summary["windows"]] == ["re-exported by another run"] * 2
+    assert summary["reexported"] == 0
