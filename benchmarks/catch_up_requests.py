@@ -77,7 +77,7 @@ def _export_days(root: Path, days: int) -> None:
 
     for n in range(days):
         day = START + timedelta(days=n)
-        window = {"date_from": day.isoformat(), "date_to": (day + timedelta(days=1)).isoformat()}
+        window: dict[str, Any] = {"date_from": day.isoformat(), "date_to": (day + timedelta(days=1)).isoformat()}
         where = f"date={day:%Y-%m-%d}"
         AuralytikExportConversationsOperator(
             task_id="c", destination=str(root / "conversations" / where), **window
