@@ -141,7 +141,7 @@ def main() -> None:
         "messages with `include_pending=False`), then one catch-up run with `lookback=3` per state, counting "
         "the requests the sandbox received.",
         "",
-        "| state | API requests | snapshots re-exported (day × kind) | seconds |",
+        "| state | API requests | snapshots re-exported (day x kind) | seconds |",
         "|---|---:|---:|---:|",
         *(f"| {name} | {requests:,} | {days} | {seconds:.1f} |" for name, requests, days, seconds in rows),
         f"| *for comparison:* exporting the 3 days again, both kinds | {full:,} | 6 | |",
