@@ -5,8 +5,9 @@ Runs once a day on the interval that just ended, ``[data_interval_start, data_in
 
 1. ``wait_for_completed`` waits (in ``reschedule`` mode, without holding a worker slot) until at most
    ``MAX_PENDING`` conversations created in the window are not ``completed`` yet: a few long ones (a
-   customer-service window stays open for 24 hours) do not hold the day back. A timeout fails the task
-   visibly; it never skips the day.
+   customer-service window stays open for 24 hours) do not hold the day back. A timeout (many still
+   going on after 6 hours: something is wrong) fails the task for someone to look at and clear; it is
+   never a silent skip of the day (no ``soft_fail``).
 2. ``export_conversations`` and ``export_messages`` write the window's conversations and their
    PII-masked messages as gzipped JSON Lines plus a ``_manifest.json`` under
    ``<root>/conversations/date=YYYY-MM-DD/`` and ``<root>/messages/date=YYYY-MM-DD/``. The manifests
