@@ -386,3 +386,41 @@ def test_a_newer_snapshot_committed_meanwhile_is_taken_as_the_catch_up(lake, tmp
     summary = render(catch_up(tmp_path, lookback=1), context).execute(context)
     assert [w["action"] for w in summary["windows"]] == ["re-exported by another run"] * 2
     assert summary["reexported"] == 0
+
+
+def test_catch_up_on_s3(lake, s3_server):
+    """The same on object storage (moto's S3 server): manifests read from S3, the re-export a conditional PUT."""
+    import uuid
+
+    from airflow_provider_auralytik._compat import ObjectStoragePath
+    from airflow_provider_auralytik.operators.export import AuralytikExportMessagesOperator
+
+    late = lake.conversations_in(*D)[:2]
+    lake.hold(*late)
+    root = s3_server.url(f"catch-up/{uuid.uuid4().hex}")
+    AuralytikExportMessagesOperator(
+        task_id="m",
+        destination=f"{root}/messages/date=2026-03-02",
+        destination_conn_id=s3_server.conn_id,
+        date_from=D[0],
+        date_to=D[1],
+    ).execute(task_context(OutletEvents()))
+    lake.complete(late[0])
+
+    context = run_context(utc(2026, 3, 3))
+    op = AuralytikCatchUpOperator(
+        task_id="catch_up",
+        messages_destination=root + "/messages/date={{ data_interval_start | ds }}",
+        destination_conn_id=s3_server.conn_id,
+        lookback=2,
+    )
+    summary = render(op, context).execute(context)
+    assert [(w["date_from"][:10], w["action"]) for w in summary["windows"]] == [
+        ("2026-03-01", "missing"),
+        ("2026-03-02", "re-exported"),
+    ]
+    path = ObjectStoragePath(f"{root}/messages/date=2026-03-02", conn_id=s3_server.conn_id)
+    manifest = read_manifest(path)
+    assert manifest is not None
+    assert pending_ids(manifest) == {late[1]}
+    assert {m["conversationId"] for m in iter_records(path)} == set(lake.conversations_in(*D))
