@@ -121,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="conversations deleted, one after each of the next listing answers (from the page just served)",
     )
+    p.add_argument(
+        "--hold-active",
+        type=int,
+        default=0,
+        help="conversations of each day kept active (its last-created ones; half their messages served)",
+    )
+    p.add_argument(
+        "--hold-for",
+        type=_non_negative_float,
+        default=0.0,
+        help="seconds after start at which the held conversations complete; 0: never (until the sandbox stops)",
+    )
     return p
 
 
@@ -149,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             total_count_mode=args.total_count_mode,
             crowded_second=args.crowded_second,
             delete_during_listing=args.delete_during_listing,
+            hold_active=args.hold_active,
+            hold_for=args.hold_for,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

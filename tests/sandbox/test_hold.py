@@ -73,3 +73,11 @@ def test_a_bad_hold_is_refused(hold):
 def test_holding_an_unknown_id_raises(sandbox):
     with pytest.raises(KeyError):
         sandbox.hold("conv_nope")
+
+
+def test_the_cli_holds_conversations_active():
+    from airflow_provider_auralytik.sandbox.__main__ import build_parser, main
+
+    args = build_parser().parse_args(["--hold-active", "2", "--hold-for", "60"])
+    assert (args.hold_active, args.hold_for) == (2, 60.0)
+    assert main(["--hold-active", "-1"]) == 2  # refused with one line, before it listens
