@@ -207,6 +207,9 @@ class ApiRequest:
     label: str = ""
     #: Checks the parsed JSON; a 200 of the wrong shape is a transient fault like a 5xx.
     expect: Callable[[Any], Any] = _expect_object
+    #: A request of a window's listing (a page, or a look-up verifying one): the export's critical
+    #: path, so on the async path it passes the fetches waiting for an in-flight slot.
+    listing: bool = False
 
     def describe(self) -> str:
         return self.label or f"GET {self.path}"
@@ -251,6 +254,7 @@ def conversations_page_request(
         params=tuple((k, v) for k, v in params if v),
         label=f"GET /conversations (page {page})",
         expect=_expect_page,
+        listing=True,
     )
 
 
@@ -262,7 +266,7 @@ def _conversation_path(conversation_id: str) -> str:
 
 def conversation_request(conversation_id: str) -> ApiRequest:
     path = _conversation_path(conversation_id)
-    return ApiRequest(path=path, label=f"GET /conversations/{conversation_id}")
+    return ApiRequest(path=path, label=f"GET /conversations/{conversation_id}", listing=True)
 
 
 def messages_request(conversation_id: str) -> ApiRequest:
@@ -727,7 +731,10 @@ class AuralytikHook(BaseHook):
         while True:
             # The gate admits a request when the pacer has an in-flight slot for it, so hundreds of
             # waiting requests never poll the pacer; it is not held while a request waits its turn.
-            async with gate:
+            # A listing request passes the fetches waiting: the window's next pieces are what the
+            # fetches after them wait for.
+            await gate.acquire(first=request.listing)
+            try:
                 if (wait := budget.turn()) == 0:
                     try:
                         result = await self._aget(request)
@@ -739,6 +746,8 @@ class AuralytikHook(BaseHook):
                     else:
                         budget.done()
                         return result
+            finally:
+                gate.release()
             if wait > 0:
                 await clock.asleep(wait)
 

@@ -143,19 +143,23 @@ class Gate:
 
     def __init__(self, limit: Callable[[], int]) -> None:
         self._limit = limit
-        self._held = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._held = 0
 
     @property
     def held(self) -> int:
         return self._held
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, first: bool = False) -> None:
+        """Wait for a slot; ``first``: ahead of every waiter (a request on the critical path)."""
         if not self._waiters and (self._held == 0 or self._held < self._limit()):
             self._held += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        if first:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:

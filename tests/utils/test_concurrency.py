@@ -155,6 +155,30 @@ def test_gate_admits_up_to_its_limit_first_come_first_served_and_follows_a_movin
     asyncio.run(main())
 
 
+def test_gate_lets_a_critical_waiter_pass_the_queue():
+    from airflow_provider_auralytik.utils.concurrency import Gate
+
+    gate = Gate(lambda: 1)
+    order: list[str] = []
+
+    async def take(name: str, first: bool = False) -> None:
+        await gate.acquire(first=first)
+        order.append(name)
+        gate.release()
+
+    async def main() -> None:
+        await gate.acquire()
+        tasks = [asyncio.create_task(take(f"fetch {n}")) for n in range(3)]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(take("listing", first=True)))
+        await asyncio.sleep(0)
+        gate.release()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert order == ["listing", "fetch 0", "fetch 1", "fetch 2"]
+
+
 def test_gate_hands_on_the_slot_of_a_waiter_cancelled_after_admission():
     from airflow_provider_auralytik.utils.concurrency import Gate
 
