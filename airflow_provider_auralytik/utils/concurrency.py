@@ -11,6 +11,7 @@ when created, so an export's requests overlap whatever it still has to set up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections import deque
@@ -134,7 +135,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, looka
 
 class Gate:
     """
-    Admits at most ``limit()`` holders at once, first come first served (asyncio, one loop).
+    Admits at most ``limit()`` holders at once, first come first served unless a waiter asks to
+    go ``first`` (asyncio, one loop).
 
     ``limit`` is read again on every release and admission, so a limit that moves (the pacer's
     in-flight limit: slow start, a cut after a 429) takes effect at once, without polling. When
@@ -165,6 +167,9 @@ class Gate:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # admitted, then cancelled: hand the slot on
                 self.release()
+            else:  # never admitted: leave no dead waiter ahead of the next ones
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
 
     def release(self) -> None:

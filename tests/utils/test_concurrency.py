@@ -198,6 +198,26 @@ def test_gate_hands_on_the_slot_of_a_waiter_cancelled_after_admission():
     asyncio.run(main())
 
 
+def test_gate_forgets_a_waiter_cancelled_before_admission():
+    from airflow_provider_auralytik.utils.concurrency import Gate
+
+    limit = 1
+    gate = Gate(lambda: limit)
+
+    async def main() -> None:
+        nonlocal limit
+        await gate.acquire()
+        waiter = asyncio.create_task(gate.acquire())
+        await asyncio.sleep(0)
+        waiter.cancel()  # e.g. an export closed while its requests waited
+        await asyncio.gather(waiter, return_exceptions=True)
+        limit = 2  # a free slot now: taken at once, not queued behind the dead waiter
+        await asyncio.wait_for(gate.acquire(), timeout=1)
+        assert gate.held == 2
+
+    asyncio.run(main())
+
+
 def test_async_ordered_map_keeps_input_order_and_runs_calls_concurrently():
     from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
 
