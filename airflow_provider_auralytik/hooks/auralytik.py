@@ -17,13 +17,14 @@ import email.utils
 import json
 import math
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_auralytik import DOCS_URL, __version__, connection_form_widgets, ui_field_behaviour
@@ -48,6 +49,7 @@ LISTING_EARLIEST = "1970-01-01T00:00:00Z"
 LISTING_LATEST = "2100-01-01T00:00:00Z"
 USER_AGENT = f"airflow-provider-auralytik/{__version__}"
 POOL_HEADROOM = 4
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,6 +401,14 @@ def _read_body(response: requests.Response, deadline: float) -> bytes:
 
 
 _READ_SIZE = 256 * 1024
+
+
+async def _within(seconds: float, answer: Awaitable[T]) -> T:
+    """``answer`` within ``seconds`` (``asyncio.timeout`` on Python 3.11+, ``wait_for`` on 3.10)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await answer
+    return await asyncio.wait_for(answer, seconds)
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -756,9 +766,9 @@ class AuralytikHook(BaseHook):
         settings = self.settings
         if self._pool is not None:
             try:
-                async with asyncio.timeout(settings.timeout):
-                    status, headers, body = await self._pool.get(request.path, request.params, request.headers)
-            except OSError as exc:  # refused, reset, not HTTP, TLS, and TimeoutError
+                answer = self._pool.get(request.path, request.params, request.headers)
+                status, headers, body = await _within(settings.timeout, answer)
+            except (OSError, asyncio.TimeoutError) as exc:  # refused, reset, not HTTP, TLS, the deadline
                 raise _Retryable(self._transport_reason(request, exc)) from None
             return interpret_response(
                 request, status, headers, body, conn_id=self.auralytik_conn_id, secret=settings.api_key
@@ -772,13 +782,13 @@ class AuralytikHook(BaseHook):
                 limits=httpx.Limits(max_connections=settings.max_concurrency),
             )
         try:
-            async with asyncio.timeout(settings.timeout):
-                response = await self._async_client.get(
-                    settings.base_url + request.path,
-                    params=list(request.params),
-                    headers=dict(request.headers),
-                )
-        except (httpx.TransportError, TimeoutError) as exc:
+            sent = self._async_client.get(
+                settings.base_url + request.path,
+                params=list(request.params),
+                headers=dict(request.headers),
+            )
+            response = await _within(settings.timeout, sent)
+        except (httpx.TransportError, asyncio.TimeoutError) as exc:
             raise _Retryable(self._transport_reason(request, exc)) from None
         return interpret_response(
             request,
