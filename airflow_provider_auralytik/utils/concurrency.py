@@ -240,7 +240,9 @@ class AsyncOrderedMap(Generic[T, R]):
         self._fn = fn
         self._lookahead = lookahead
         self._cleanup = cleanup
-        self._out: queue.SimpleQueue[R | _End] = queue.SimpleQueue()
+        # Results go over in lists: one hand-over (one wake-up of the consumer) per loop iteration.
+        self._out: queue.SimpleQueue[list[R] | _End] = queue.SimpleQueue()
+        self._flush_scheduled = False
         self._pending: deque[asyncio.Task[R]] = deque()
         self._exhausted = False
         self._items_error: BaseException | None = None
@@ -257,7 +259,7 @@ class AsyncOrderedMap(Generic[T, R]):
                 await self._slots.acquire()
                 task: asyncio.Task[R] = loop.create_task(self._fn(item))
                 self._pending.append(task)
-                task.add_done_callback(self._flush)
+                task.add_done_callback(self._schedule_flush)
         except BaseException as exc:  # raised to the consumer after the results of the items before it
             self._items_error = exc
             raise
@@ -265,20 +267,28 @@ class AsyncOrderedMap(Generic[T, R]):
             self._exhausted = True
             self._flush()
 
-    def _flush(self, _: object = None) -> None:
-        """Hand the consumer every result at the head of the order that is ready."""
+    def _schedule_flush(self, _: object = None) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Hand the consumer every result at the head of the order that is ready, in one list."""
+        self._flush_scheduled = False
         pending = self._pending
+        ready: list[R] = []
+        error: BaseException | None = None
         while pending and pending[0].done() and not self._finished:
             task = pending.popleft()
-            if task.cancelled():
-                self._finish(asyncio.CancelledError())
-                return
-            error = task.exception()
+            error = asyncio.CancelledError() if task.cancelled() else task.exception()
             if error is not None:
-                self._finish(error)
-                return
-            self._out.put(task.result())
-        if self._exhausted and not pending:
+                break
+            ready.append(task.result())
+        if ready and not self._finished:
+            self._out.put(ready)
+        if error is not None:
+            self._finish(error)
+        elif self._exhausted and not pending:
             self._finish(self._items_error)
 
     def _finish(self, error: BaseException | None) -> None:
@@ -294,16 +304,17 @@ class AsyncOrderedMap(Generic[T, R]):
         batch = max(1, self._lookahead // 8)  # hand slots back in batches: one loop wake-up each
         taken = 0
         while True:
-            entry = self._out.get()
-            if isinstance(entry, _End):
-                if entry.error is not None:
-                    raise entry.error
+            entries = self._out.get()
+            if isinstance(entries, _End):
+                if entries.error is not None:
+                    raise entries.error
                 return
-            taken += 1
-            if taken >= batch:
-                self._io.loop.call_soon_threadsafe(self._release, taken)
-                taken = 0
-            yield entry
+            for entry in entries:
+                taken += 1
+                if taken >= batch:
+                    self._io.loop.call_soon_threadsafe(self._release, taken)
+                    taken = 0
+                yield entry
 
     async def _shutdown(self) -> None:
         self._finished = True
