@@ -442,6 +442,9 @@ class Deployment:
             # A task whose worker died is failed (then retried) after 20 s without heartbeat, not 5 min.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            # A task the dead worker had taken but not started stays "queued" until this (default 10 min).
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "90",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW_VAR_AURALYTIK_EXPORT_ROOT": EXPORT_ROOT,
