@@ -148,8 +148,11 @@ def main() -> None:
         f"| *for comparison:* one `GET` per pending conversation | {3 * args.held} | | |",
         "",
         "A day with something pending costs one exact listing of it (about a page per 75 conversations, "
-        "shared by its conversations and messages exports); a day with nothing pending costs none. Checking by "
-        "id would be cheaper while few are pending, but cannot see conversations that appear in a past window.",
+        "shared by its conversations and messages exports); a day with nothing pending costs none. A day "
+        "exported again is listed by each export, but only the messages of the conversations that were not "
+        "completed (or not there) before are fetched: the others' are carried over from the committed "
+        "snapshot. Checking by id would be cheaper while few are pending, but cannot see conversations that "
+        "appear in a past window.",
     ]
     text = "\n".join(table)
     print(text)

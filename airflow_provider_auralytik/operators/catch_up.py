@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 #: Windows a catch-up may look back over: a year of daily runs.
 MAX_LOOKBACK = 366
+#: A re-export reuses the earlier snapshot's messages of completed conversations (held in memory meanwhile)
+#: when it holds at most this many; a larger one is fetched again whole.
+REUSE_MAX_MESSAGES = 500_000
 _EXPORTS: dict[str, type[AuralytikExportConversationsOperator] | type[AuralytikExportMessagesOperator]] = {
     "conversations": AuralytikExportConversationsOperator,
     "messages": AuralytikExportMessagesOperator,
@@ -358,6 +361,8 @@ class AuralytikCatchUpOperator(BaseOperator):
                     continue
                 self.log.info("%s %s at %s: %s; exporting it again.", window, kind, url, changes.describe())
                 export = self._export_for(kind, manifest, target)
+                if kind == "messages":
+                    export.reuse_messages = self._reusable(destination, manifest, listings[key])
                 try:
                     summary = export.export(context)
                 except SnapshotConflictError:
@@ -380,6 +385,27 @@ class AuralytikCatchUpOperator(BaseOperator):
             requests,
         )
         return summary
+
+    def _reusable(
+        self, destination: Any, manifest: dict[str, Any], listed: dict[str, dict[str, Any]]
+    ) -> dict[str, list[dict[str, Any]]] | None:
+        """The committed snapshot's messages of conversations completed then and now, by id (``None``: too many
+        to hold, or the snapshot changed while read): the re-export fetches only the others."""
+        from airflow_provider_auralytik.output.reader import SnapshotChangedError, iter_records
+        from airflow_provider_auralytik.utils.completion import COMPLETED
+
+        if int(manifest.get("counts", {}).get("messages", 0)) > REUSE_MAX_MESSAGES:
+            return None
+        earlier = {str(p["conversation_id"]) for p in [*manifest.get("pending", []), *manifest.get("skipped", [])]}
+        final = {cid for cid, c in listed.items() if c.get("status") == COMPLETED} - earlier
+        reuse: dict[str, list[dict[str, Any]]] = {}
+        try:
+            for record in iter_records(destination):
+                if (cid := str(record.get("conversationId"))) in final:
+                    reuse.setdefault(cid, []).append(record)
+        except SnapshotChangedError:
+            return None
+        return reuse
 
     def _list(self, manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], int]:
         """The manifest's window, with its filters, as listed now: ``{id: conversation}`` and the requests it took."""

@@ -353,6 +353,11 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
     """
 
     kind = "messages"
+    #: Messages of conversations already ``completed`` in an earlier snapshot of this window, by id: written
+    #: again instead of fetched (a completed conversation's messages do not change). Set by
+    #: :class:`~airflow_provider_auralytik.operators.catch_up.AuralytikCatchUpOperator`; ``None``: fetch all.
+    reuse_messages: dict[str, list[dict[str, Any]]] | None = None
+    reused_conversations = 0
 
     def __init__(
         self, *, max_concurrency: int = 16, pii_guard: str = "mask", include_pending: bool = True, **kwargs: Any
@@ -385,6 +390,9 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         pending = pending_entry(conversation)
         if pending is not None and not self.include_pending:
             return conversation_id, pending, []  # not fetched: its messages are not final yet
+        if pending is None and self.reuse_messages and conversation_id in self.reuse_messages:
+            self.reused_conversations += 1  # one event loop: no lock needed
+            return conversation_id, pending, self.reuse_messages[conversation_id]
         try:
             return conversation_id, pending, await self.hook.aget_messages(conversation_id)
         except AuralytikNotFoundError:
@@ -456,5 +464,6 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             "pending": pending,
             "include_pending": self.include_pending,
             "pii_guard": {"mode": self.pii_guard, "findings": dict(guard.findings)},
-            "api_requests": listing.requests + fetched,
+            "api_requests": listing.requests + fetched - self.reused_conversations,
+            **({"reused_conversations": self.reused_conversations} if self.reuse_messages is not None else {}),
         }

@@ -204,8 +204,15 @@ def test_a_completed_conversation_re_exports_its_window_once_with_an_asset_event
     ]
     assert extra["conversations_pending"] == 1
     assert (extra["date_from"], extra["date_to"]) == D
-    manifest, _ = snapshot(tmp_path, "messages", "2026-03-02")
+    manifest, lines = snapshot(tmp_path, "messages", "2026-03-02")
     assert pending_ids(manifest) == {late[1]}
+    # Only what changed is fetched: the one that completed, and the one still going on (include_pending).
+    # The 28 completed before keep their messages from the earlier snapshot, as the API serves them.
+    assert lake.stats.by_kind["messages"] == 2
+    assert manifest["reused_conversations"] == 28
+    assert sorted(m["id"] for m in lines) == sorted(
+        m["id"] for cid in lake.conversations_in(*D) for m in lake.messages(cid, exclude_pii=True)
+    )
 
     # Idempotent: run again, nothing changed since, nothing written (one listing, shared by both kinds).
     lake.reset_stats()
