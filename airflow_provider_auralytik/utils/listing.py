@@ -284,7 +284,13 @@ def _cut(
     ``instants`` are the page's items inside the piece, ``shown`` all of them (margins included).
     """
     burst = _burst(instants)
-    if burst is not None and (burst[1] - burst[0]) * parts * BURST < piece.end - piece.start:
+    if (
+        burst is not None
+        and (burst[1] - burst[0]) * parts * BURST < piece.end - piece.start
+        # ... and gathered within the page itself: a server sorting by createdAt shows the newest
+        # (or oldest) page of a uniform piece, half of it over about half its spread: no burst.
+        and (burst[1] - burst[0]) * BURST <= max(instants) - min(instants)
+    ):
         children = _around(piece, *burst)
         if children is not None:
             return children

@@ -16,10 +16,12 @@ import pytest
 from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES
 from airflow_provider_auralytik.utils.listing import (
     ConversationCall,
+    Found,
     ListingError,
     ListingStats,
     PageCall,
     alist_window,
+    list_window,
 )
 from airflow_provider_auralytik.utils.window import DateWindow, format_instant
 from tests.utils.test_listing import Server, day, ids, uniform
@@ -128,3 +130,32 @@ def test_an_error_in_a_piece_is_raised_and_the_other_pieces_are_cancelled() -> N
         assert len(asyncio.all_tasks()) == tasks_before  # nothing left running
 
     asyncio.run(run())
+
+
+def test_a_long_window_on_a_newest_first_server_reaches_its_first_conversations_in_a_few_calls() -> None:
+    # A page of a server sorting newest first holds the window's last hour: not a burst to cut
+    # around hour by hour (a hundred calls in a row before the first conversation), but a sample
+    # telling how many the window holds: cut it evenly.
+    window = DateWindow(day(0).start, day(0).start + timedelta(days=10))
+    rng = random.Random(11)
+    conversations = [
+        {"id": f"c{i:05d}", "createdAt": format_instant(window.start + timedelta(seconds=rng.randrange(864_000)))}
+        for i in range(20_000)
+    ]
+    server = Server(conversations, order="desc")
+    steps = list_window(window, page_size=100)
+    calls_before_first = None
+    answer: Any = None
+    while True:
+        try:
+            step = steps.send(answer)
+        except StopIteration:
+            break
+        answer = None
+        if isinstance(step, Found):
+            calls_before_first = len(server.calls) if calls_before_first is None else calls_before_first
+            continue
+        answer = server.answer(step)
+    assert calls_before_first is not None
+    assert calls_before_first <= 4
+    assert len(server.calls) <= 400  # ~267 pieces of 75 and the levels above them
