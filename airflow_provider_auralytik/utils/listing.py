@@ -278,8 +278,8 @@ def _cut(
 ) -> list[DateWindow]:
     """
     The pieces a full piece is cut into: ``parts`` equal ones, or, when half the page's items gather
-    :data:`BURST` times denser than that cut assumes (a burst, a crowded second, one instant), that
-    stretch and what lies either side.
+    :data:`BURST` times denser than that cut assumes and than the page's own spread (a burst, a
+    crowded second, one instant), that stretch and what lies either side.
 
     ``instants`` are the page's items inside the piece, ``shown`` all of them (margins included).
     """
