@@ -81,8 +81,8 @@ def test_a_held_conversation_is_still_served_as_it_is_now(make_sandbox):
 def both():
     from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig
 
-    config = {"days": 2, "per_day": 30, "start": "2026-03-01"}
-    with Sandbox(SandboxConfig(**config)) as threaded, Sandbox(SandboxConfig(**config), asyncio_server=True) as loop:
+    config = SandboxConfig(days=2, per_day=30, start="2026-03-01")
+    with Sandbox(config) as threaded, Sandbox(config, asyncio_server=True) as loop:
         yield threaded, loop
 
 
@@ -124,6 +124,7 @@ def test_asyncio_server_keeps_connections_counts_in_flight_and_injects_faults():
             statuses = list(pool.map(fetch, ids))
         stats = sandbox.stats
         assert stats.max_in_flight >= 4  # timers, not threads: answered concurrently
+        assert stats.span is not None
         assert stats.span >= 0.1
         assert 0 in statuses
         assert any(s >= 500 for s in statuses)
