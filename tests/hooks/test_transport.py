@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,8 +39,11 @@ class RawServer:
     """A TCP server on 127.0.0.1 answering each request with ``script(n, request_head)``: bytes to
     send, then ``"close"`` to close the connection, ``"hang"`` to say nothing more, or ``None``."""
 
-    def __init__(self, script: Callable[[int, bytes], tuple[bytes, str | None]]) -> None:
+    def __init__(
+        self, script: Callable[[int, bytes], tuple[bytes, str | None]], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.script = script
+        self.tls = tls
         self.requests: list[bytes] = []
         self.connections = 0
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -49,7 +55,7 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def _serve(self) -> None:
         self._sock.settimeout(0.1)
@@ -61,6 +67,12 @@ class RawServer:
             except OSError:
                 return
             self.connections += 1
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except OSError:
+                    conn.close()
+                    continue
             self._open.append(conn)
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
@@ -98,8 +110,8 @@ class RawServer:
 def raw_server() -> Iterator[Callable[..., RawServer]]:
     servers: list[RawServer] = []
 
-    def start(script: Callable[[int, bytes], tuple[bytes, str | None]]) -> RawServer:
-        server = RawServer(script)
+    def start(script: Callable[[int, bytes], tuple[bytes, str | None]], tls: ssl.SSLContext | None = None) -> RawServer:
+        server = RawServer(script, tls)
         servers.append(server)
         return server
 
@@ -316,3 +328,69 @@ def test_the_hook_keeps_httpx_when_a_proxy_is_configured(sandbox, monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     assert AuralytikHook().use_async_pool() is False
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS (the real API is https)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def certificate(tmp_path) -> str:
+    """A self-signed certificate for 127.0.0.1 (openssl CLI), as one PEM file with its key."""
+    pem = tmp_path / "server.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(pem),
+            "-out",
+            str(pem),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(pem)
+
+
+def tls_server_context(pem: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    return context
+
+
+def test_https_is_verified_against_the_ca_bundle_the_hook_uses(raw_server, certificate, monkeypatch):
+    body = b'{"id":"c1","createdAt":"2026-01-01T00:00:00Z"}'
+    server = raw_server(lambda n, head: (answer(body), None), tls=tls_server_context(certificate))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AURALYTIK_DEFAULT",
+        json.dumps({"conn_type": "auralytik", "host": server.url, "password": "k"}),
+    )
+
+    async def fetch() -> dict[str, Any]:
+        hook = hook_on_pool()
+        try:
+            return await hook.aget_conversation("c1")
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(fetch()) == {"id": "c1", "createdAt": "2026-01-01T00:00:00Z"}
+    assert server.requests[0].startswith(b"GET /v1/conversations/c1 HTTP/1.1")
+
+
+def test_https_with_an_untrusted_certificate_is_refused(raw_server, certificate):
+    server = raw_server(lambda n, head: (answer(), None), tls=tls_server_context(certificate))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        run(make_pool(server.url), lambda pool: pool.get("/x"))  # the system's certificates only
