@@ -523,12 +523,15 @@ class AuralytikHook(BaseHook):
     @cached_property
     def session(self) -> requests.Session:
         import requests
-        from requests.adapters import HTTPAdapter
+
+        from airflow_provider_auralytik.hooks.deadline import DeadlineAdapter
 
         settings = self.settings
         session = requests.Session()
         # Headroom over max_concurrency for the thread that lists while the workers fetch.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.max_concurrency + POOL_HEADROOM, max_retries=0)
+        adapter = DeadlineAdapter(
+            pool_connections=1, pool_maxsize=settings.max_concurrency + POOL_HEADROOM, max_retries=0
+        )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers.update(self._default_headers(settings))
@@ -645,6 +648,8 @@ class AuralytikHook(BaseHook):
         import requests
         import urllib3
 
+        from airflow_provider_auralytik.hooks.deadline import request_deadline
+
         settings = self.settings
         session = self.session
         deadline = time.monotonic() + settings.timeout
@@ -659,9 +664,10 @@ class AuralytikHook(BaseHook):
                 params=request.params,
                 headers={**session.headers, **dict(request.headers)},
             )
-            response = session.send(
-                prepared, timeout=settings.timeout, allow_redirects=False, proxies=session.proxies, stream=True
-            )
+            with request_deadline(deadline):  # the answer's head, however slowly it trickles in
+                response = session.send(
+                    prepared, timeout=settings.timeout, allow_redirects=False, proxies=session.proxies, stream=True
+                )
             body = _read_body(response, deadline)
         except (
             requests.ConnectionError,
@@ -672,7 +678,9 @@ class AuralytikHook(BaseHook):
         ) as exc:
             if response is not None:
                 response.close()
-            raise _Retryable(self._transport_reason(request, exc)) from None
+            # Past the deadline the watchdog ended the read: a timeout, whatever urllib3 calls it.
+            fault: BaseException = TimeoutError() if time.monotonic() >= deadline else exc
+            raise _Retryable(self._transport_reason(request, fault)) from None
         except requests.RequestException as exc:  # a bad URL, a redirect loop: retrying won't help
             raise AuralytikApiError(
                 f"{request.describe()} failed ({type(exc).__name__}): check the base URL (host) of "

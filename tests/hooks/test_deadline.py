@@ -95,3 +95,67 @@ def test_a_refused_connection_names_the_host(monkeypatch):
     message = str(info.value)
     assert f"connection to 127.0.0.1:{port} refused" in message
     assert "\n" not in message
+
+
+@pytest.fixture
+def head_trickler():
+    """A server on 127.0.0.1 that answers every connection with a status line and headers that never end,
+    one byte every 0.3 s (each read well within the timeout): only a whole-request deadline stops it."""
+    import socket
+    import threading
+
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    accepted: list[int] = []
+
+    def trickle(conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 10_000
+        with conn:
+            for byte in head:
+                if stop.wait(0.3):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # the client gave up and closed
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:  # the accept timeout: look at stop again
+                continue
+            accepted.append(1)
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+def test_sync_request_gives_up_at_the_deadline_while_the_head_trickles(head_trickler, monkeypatch):
+    port, accepted = head_trickler
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AURALYTIK_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "auralytik",
+                "host": f"http://127.0.0.1:{port}/v1",
+                "password": "k",
+                "extra": {"timeout": TIMEOUT, "max_retries": 1, "backoff_base": 0, "backoff_max": 0},
+            }
+        ),
+    )
+    start = time.monotonic()
+    with pytest.raises(AuralytikUnavailableError) as info:
+        AuralytikHook().get_conversation("conv_1")
+    elapsed = time.monotonic() - start
+    assert 2 * TIMEOUT - 0.5 <= elapsed < BOUND
+    assert len(accepted) == 2  # two attempts, each cut at its deadline
+    message = str(info.value)
+    assert f"within timeout={TIMEOUT:g} s" in message
+    assert "\n" not in message
