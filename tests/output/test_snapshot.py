@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -228,7 +229,11 @@ def test_a_reader_polling_through_reruns_never_sees_an_inconsistent_snapshot(sto
                 with pytest.raises(Boom):
                     failing_run(store, 30, max_records_per_part=7, run_token=new_run_token())
             else:
-                run_writer(store, records(40 + n), new_run_token(), max_records_per_part=7)
+                committed = run_writer(store, records(40 + n), new_run_token(), max_records_per_part=7)
+                # Let the reader see this snapshot before the next run starts, however the threads are scheduled.
+                deadline = time.monotonic() + 60
+                while committed["run_token"] not in seen and not errors and time.monotonic() < deadline:
+                    time.sleep(0.005)
     finally:
         stop.set()
         thread.join(timeout=120)
