@@ -39,7 +39,7 @@ from _docs import write_section
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig  # noqa: E402
+from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig  # noqa: E402  # after sys.path names the repository
 
 PY = sys.executable
 #: The provider tree whose export is measured (``--tree``: e.g. an older checkout, for a before/after).

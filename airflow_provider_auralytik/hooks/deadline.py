@@ -65,11 +65,11 @@ class _DeadlineConnection:
 
 
 class _HTTPConnection(_DeadlineConnection, HTTPConnection):
-    pass
+    """urllib3's HTTP connection, its head read bounded by the thread's deadline."""
 
 
 class _HTTPSConnection(_DeadlineConnection, HTTPSConnection):
-    pass
+    """urllib3's HTTPS connection, its head read bounded by the thread's deadline."""
 
 
 class _HTTPConnectionPool(HTTPConnectionPool):

@@ -44,7 +44,7 @@ class ProtocolFault(ConnectionError):
 class ResponseHeaders(dict[str, str]):
     """Response headers by lower-case name; ``get`` ignores case (``headers.get("Retry-After")``)."""
 
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]  # case-insensitive key
         return super().get(key.lower(), default)
 
     def __getitem__(self, key: str) -> str:
@@ -68,7 +68,7 @@ class _Connection(asyncio.Protocol):
     # -- the event loop's side --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a TCP connection: always an asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
         self._received = True
@@ -123,9 +123,9 @@ class _Connection(asyncio.Protocol):
                     continue
                 kind = type(event)
                 if kind is h11.Data:
-                    chunks.append(event.data)  # type: ignore[union-attr]
+                    chunks.append(event.data)  # type: ignore[union-attr]  # kind is h11.Data
                 elif kind is h11.Response:
-                    response = event  # type: ignore[assignment]
+                    response = event  # type: ignore[assignment]  # kind is h11.Response
                 elif kind is h11.EndOfMessage:
                     break
                 elif kind is h11.ConnectionClosed:

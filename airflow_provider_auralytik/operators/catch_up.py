@@ -251,7 +251,7 @@ class AuralytikCatchUpOperator(BaseOperator):
             values = window_context(context, back * length)
             for kind, template in self._templates():
                 with explain_missing_data_interval():
-                    url = self.render_template(template, values, jinja_env)  # type: ignore[arg-type]
+                    url = self.render_template(template, values, jinja_env)  # type: ignore[arg-type]  # a plain dict as context
                 target = check_destination(url, self.destination_conn_id)
                 if target.url in seen:
                     raise ValueError(

@@ -427,8 +427,8 @@ class _AsyncConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.server.transports.add(transport)  # type: ignore[arg-type]
+        self.transport = transport  # type: ignore[assignment]  # a TCP server: always an asyncio.Transport
+        self.server.transports.add(transport)  # type: ignore[arg-type]  # likewise
         self.app.stats._connected()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -467,7 +467,7 @@ class _AsyncConnection(asyncio.Protocol):
     def _answer(self, request: _AsyncRequest) -> None:
         response = self.app._respond(request)
         if response is not None:
-            Sandbox._send(request, response)  # type: ignore[arg-type]
+            Sandbox._send(request, response)  # type: ignore[arg-type]  # duck-types the threaded handler's write
         if request.close_connection or response is None:
             if self.transport is not None:
                 self.transport.close()

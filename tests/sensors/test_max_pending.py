@@ -93,7 +93,7 @@ async def test_the_trigger_fires_once_at_most_max_pending_remain(make_sandbox, m
     assert not waiting.done()
     sandbox.complete(sandbox.held_ids[0])
     event = await asyncio.wait_for(waiting, 15)
-    await events.aclose()  # type: ignore[attr-defined]
+    await events.aclose()  # type: ignore[attr-defined]  # run() is an async generator
     assert event.payload["status"] == "success"
     assert event.payload["pending"] == 3
     assert "done, max_pending=3" in event.payload["message"]

@@ -341,7 +341,7 @@ def test_a_conversation_gone_between_requests_is_fine_one_still_there_is_not() -
             server.conversations.remove(result["data"][5])
         return result
 
-    server.answer = deleting  # type: ignore[method-assign]
+    server.answer = deleting  # type: ignore[method-assign]  # a fault injected into the fake server
     got = server.list(window)
     assert sorted(got) == sorted(ids(server.conversations))
     assert sum(isinstance(c, ConversationCall) for c in server.calls) == 1  # looked up: gone (404)
@@ -359,7 +359,7 @@ def test_a_conversation_gone_between_requests_is_fine_one_still_there_is_not() -
             result = {**result, "data": [c for c in result["data"] if c["id"] not in hidden]}
         return result
 
-    hiding.answer = forgetful  # type: ignore[method-assign]
+    hiding.answer = forgetful  # type: ignore[method-assign]  # a fault injected into the fake server
     with pytest.raises(ListingError, match="does not honour") as caught:
         hiding.list(window)
     assert f"conversation {hidden[0]!r}" in str(caught.value)

@@ -91,7 +91,7 @@ def test_a_slow_early_piece_holds_the_later_ones_back_in_order() -> None:
             await asyncio.sleep(0.1)
         return await answer(call)
 
-    parallel.answer = first_piece_slow  # type: ignore[method-assign]
+    parallel.answer = first_piece_slow  # type: ignore[method-assign]  # a fault injected into the fake server
     assert parallel.list(window, ahead=10) == Server(list(conversations)).list(window)
 
 
@@ -107,7 +107,7 @@ def test_a_deletion_between_requests_is_verified_and_the_listing_stays_exact() -
             server.conversations.remove(result["data"][5])
         return result
 
-    server.answer = deleting  # type: ignore[method-assign]
+    server.answer = deleting  # type: ignore[method-assign]  # a fault injected into the fake server
     got = Concurrent(server).list(window, ahead=8)
     assert sorted(got) == sorted(ids(server.conversations))
     assert any(isinstance(c, ConversationCall) for c in server.calls)  # looked up, found gone
@@ -124,8 +124,7 @@ def test_an_error_in_a_piece_is_raised_and_the_other_pieces_are_cancelled() -> N
     async def run() -> None:
         tasks_before = len(asyncio.all_tasks())
         with pytest.raises(ListingError, match="does not"):
-            async for _ in alist_window(window, Concurrent(server).answer, ahead=8):
-                pass
+            _ = [conversation async for conversation in alist_window(window, Concurrent(server).answer, ahead=8)]
         await asyncio.sleep(0.05)
         assert len(asyncio.all_tasks()) == tasks_before  # nothing left running
 
