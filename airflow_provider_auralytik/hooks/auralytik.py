@@ -29,10 +29,10 @@ from urllib.parse import quote, urlsplit
 
 from airflow_provider_auralytik import DOCS_URL, __version__, connection_form_widgets, ui_field_behaviour
 from airflow_provider_auralytik._compat import AirflowException, AirflowNotFoundException, BaseHook, aget_connection
+from airflow_provider_auralytik.conversations.listing import ConversationFilters, WindowListing, check_filter
+from airflow_provider_auralytik.conversations.window import DateWindow, format_instant, parse_instant
 from airflow_provider_auralytik.hooks.pacing import BudgetExhausted, Pacer, RequestBudget, RetryLimits, pacer_for
 from airflow_provider_auralytik.utils.concurrency import Gate
-from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing, check_filter
-from airflow_provider_auralytik.utils.window import DateWindow, format_instant, parse_instant
 
 if TYPE_CHECKING:
     import ssl
@@ -840,7 +840,7 @@ class AuralytikHook(BaseHook):
         """
         Every conversation matching the filters with ``createdAt`` in ``[date_from, date_to)``, once each.
 
-        Listed as the export operators list a window (:mod:`airflow_provider_auralytik.utils.listing`):
+        Listed as the export operators list a window (:mod:`airflow_provider_auralytik.conversations.listing`):
         never by page number, and complete whatever ``totalCount`` says. An open side of the window is
         bounded by :data:`LISTING_EARLIEST` / :data:`LISTING_LATEST`. Conversations come in
         ``createdAt`` order. Invalid arguments raise before anything is sent.

@@ -25,6 +25,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik._compat import BaseOperator
+from airflow_provider_auralytik.conversations.window import (
+    DEFAULT_DATE_FROM,
+    DEFAULT_DATE_TO,
+    DateWindow,
+    explain_missing_data_interval,
+)
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
 from airflow_provider_auralytik.operators.export import (
     DEFAULT_MAX_RECORDS_PER_PART,
@@ -32,12 +38,6 @@ from airflow_provider_auralytik.operators.export import (
     AuralytikExportMessagesOperator,
     register_asset_alias,
     storage_url,
-)
-from airflow_provider_auralytik.utils.window import (
-    DEFAULT_DATE_FROM,
-    DEFAULT_DATE_TO,
-    DateWindow,
-    explain_missing_data_interval,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def compare(manifest: dict[str, Any], listed: dict[str, dict[str, Any]]) -> Chan
     New conversations are seen from the count (the manifest records how many the export listed, not their
     ids): a window that holds more now than ``counts.conversations`` gained some.
     """
-    from airflow_provider_auralytik.utils.completion import pending_entry
+    from airflow_provider_auralytik.conversations.completed_check import pending_entry
 
     then = {str(p["conversation_id"]): p.get("status") for p in manifest.get("pending", [])}
     now = {cid: entry.get("status") for cid, c in listed.items() if (entry := pending_entry(c)) is not None}
@@ -391,8 +391,8 @@ class AuralytikCatchUpOperator(BaseOperator):
     ) -> dict[str, list[dict[str, Any]]] | None:
         """The committed snapshot's messages of conversations completed then and now, by id (``None``: too many
         to hold, or the snapshot changed while read): the re-export fetches only the others."""
+        from airflow_provider_auralytik.conversations.completed_check import COMPLETED
         from airflow_provider_auralytik.output.reader import SnapshotChangedError, iter_records
-        from airflow_provider_auralytik.utils.completion import COMPLETED
 
         if int(manifest.get("counts", {}).get("messages", 0)) > REUSE_MAX_MESSAGES:
             return None
@@ -409,7 +409,7 @@ class AuralytikCatchUpOperator(BaseOperator):
 
     def _list(self, manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], int]:
         """The manifest's window, with its filters, as listed now: ``{id: conversation}`` and the requests it took."""
-        from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
+        from airflow_provider_auralytik.conversations.listing import ConversationFilters, WindowListing
 
         window = DateWindow.resolve(manifest["window"]["date_from"], manifest["window"]["date_to"])
         filters = ConversationFilters(**{k: v for k, v in manifest.get("filters", {}).items() if v})

@@ -13,25 +13,25 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik._compat import Asset, AssetAlias, BaseOperator
-from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
-from airflow_provider_auralytik.output.manifest import MANIFEST_NAME
-from airflow_provider_auralytik.output.parts import check_output_options
-from airflow_provider_auralytik.utils.listing import check_filter
-from airflow_provider_auralytik.utils.window import (
+from airflow_provider_auralytik.conversations.listing import check_filter
+from airflow_provider_auralytik.conversations.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
     UTC,
     DateWindow,
     explain_missing_data_interval,
 )
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
+from airflow_provider_auralytik.output.manifest import MANIFEST_NAME
+from airflow_provider_auralytik.output.parts import check_output_options
 
 if TYPE_CHECKING:
     import jinja2
 
     from airflow_provider_auralytik._compat import Context, ObjectStoragePath
+    from airflow_provider_auralytik.conversations.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.output.writer import PartWriter
     from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
-    from airflow_provider_auralytik.utils.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.utils.progress import Progress
 
 DEFAULT_MAX_RECORDS_PER_PART = 100_000
@@ -102,7 +102,7 @@ class _AuralytikExportOperator(BaseOperator):
     :param file_format: ``"jsonl"`` (default): JSON Lines parts, each record as the API returned it.
         ``"parquet"``: ``part-NNNNN.parquet`` parts in a fixed schema that is the same every day (typed
         columns for the documented fields, every other field kept as a JSON object in the string column
-        ``extra``; see :mod:`airflow_provider_auralytik.utils.schemas`), needs the ``[parquet]`` extra
+        ``extra``; see :mod:`airflow_provider_auralytik.output.schemas`), needs the ``[parquet]`` extra
         (``pip install "airflow-provider-auralytik[parquet]"``). With Parquet, ``compression`` picks the
         Parquet codec: ``"gzip"`` (the default), ``"snappy"``, ``"zstd"`` or ``None``. Parts, manifest
         (plus its ``"schema"``) and rerun/failure behaviour are the same as for JSON Lines.
@@ -180,7 +180,7 @@ class _AuralytikExportOperator(BaseOperator):
         return AuralytikHook(self.auralytik_conn_id)
 
     def _filters(self) -> ConversationFilters:
-        from airflow_provider_auralytik.utils.listing import ConversationFilters
+        from airflow_provider_auralytik.conversations.listing import ConversationFilters
 
         return ConversationFilters(channel_id=self.channel_id, campaign_id=self.campaign_id, status=self.status)
 
@@ -193,13 +193,13 @@ class _AuralytikExportOperator(BaseOperator):
         ``execute`` does this; :class:`~airflow_provider_auralytik.operators.catch_up.AuralytikCatchUpOperator`
         calls it on an export built for an earlier window.
         """
+        from airflow_provider_auralytik.conversations.listing import WindowListing
         from airflow_provider_auralytik.output.destination import check_destination, open_destination
         from airflow_provider_auralytik.output.manifest import manifest_header
+        from airflow_provider_auralytik.output.schemas import get_schema
         from airflow_provider_auralytik.output.snapshot import new_run_token
         from airflow_provider_auralytik.output.writer import PartWriter
-        from airflow_provider_auralytik.utils.listing import WindowListing
         from airflow_provider_auralytik.utils.progress import Progress
-        from airflow_provider_auralytik.utils.schemas import get_schema
 
         # Everything about the destination that can be wrong is found before the first request.
         target = check_destination(self.destination, self.destination_conn_id)
@@ -312,7 +312,7 @@ class AuralytikExportConversationsOperator(_AuralytikExportOperator):
     def _export(
         self, stream: Iterable[dict[str, Any]], listing: WindowListing, writer: PartWriter, progress: Progress
     ) -> dict[str, Any]:
-        from airflow_provider_auralytik.utils.completion import pending_entry
+        from airflow_provider_auralytik.conversations.completed_check import pending_entry
 
         pending: list[dict[str, Any]] = []
         for conversation in stream:
@@ -384,7 +384,7 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
 
     async def _fetch(self, conversation: dict[str, Any]) -> Fetched:
         """The conversation's id, its pending entry (if not completed) and its messages (``None``: 404)."""
-        from airflow_provider_auralytik.utils.completion import pending_entry
+        from airflow_provider_auralytik.conversations.completed_check import pending_entry
 
         conversation_id = str(conversation["id"])
         pending = pending_entry(conversation)
@@ -426,7 +426,7 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         writer: PartWriter,
         progress: Progress,
     ) -> dict[str, Any]:
-        from airflow_provider_auralytik.utils.pii import PiiGuard
+        from airflow_provider_auralytik.conversations.pii import PiiGuard
 
         progress.noun = "conversations"
         guard = PiiGuard(self.pii_guard)

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik._compat import BaseOperator
+from airflow_provider_auralytik.conversations.window import SLICE_PREFIX, format_instant, parse_instant, window_slices
 from airflow_provider_auralytik.operators.export import (
     emit_asset_event,
     export_summary,
@@ -32,7 +33,6 @@ from airflow_provider_auralytik.operators.export import (
     storage_url,
 )
 from airflow_provider_auralytik.output.manifest import MANIFEST_NAME, manifest_header, manifest_run_token
-from airflow_provider_auralytik.utils.window import SLICE_PREFIX, format_instant, parse_instant, window_slices
 
 if TYPE_CHECKING:
     from airflow_provider_auralytik._compat import Context
@@ -48,7 +48,7 @@ def plan_window_slices(
     """
     Start a sliced export: the ``.expand_kwargs(...)`` list for the mapped export tasks.
 
-    Returns :func:`~airflow_provider_auralytik.utils.window.window_slices` with one
+    Returns :func:`~airflow_provider_auralytik.conversations.window.window_slices` with one
     ``<destination>/slice-NNN`` directory per slice, after checking ``destination`` and
     ``destination_conn_id`` (so a bad one fails here, before any slice sends a request). The combined
     snapshot an earlier run committed at ``destination`` stays in place and valid until the combine

@@ -11,7 +11,7 @@ import json
 from datetime import date, datetime
 from typing import Any
 
-from airflow_provider_auralytik.utils.window import format_instant
+from airflow_provider_auralytik.conversations.window import format_instant
 
 MANIFEST_NAME = "_manifest.json"
 #: Keys may be added within a version; none changes meaning without a new one.

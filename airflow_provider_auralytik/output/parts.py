@@ -19,12 +19,12 @@ import re
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_provider_auralytik.utils.schemas import check_format
+from airflow_provider_auralytik.output.schemas import check_format
 
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from airflow_provider_auralytik.utils.schemas import RecordSchema, RowBuffer
+    from airflow_provider_auralytik.output.schemas import RecordSchema, RowBuffer
 
 log = logging.getLogger(__name__)
 

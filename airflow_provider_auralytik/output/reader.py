@@ -46,7 +46,7 @@ def iter_records(destination: ObjectStoragePath, *, verify: bool = True) -> Iter
     to the older snapshot). Parts are never rewritten in place, so a part that is there is the one listed.
 
     Parquet rows come back as the original API objects: the catch-all ``extra`` column is merged back into the
-    record, timestamps are ``...Z`` strings again (see :mod:`airflow_provider_auralytik.utils.schemas`). A
+    record, timestamps are ``...Z`` strings again (see :mod:`airflow_provider_auralytik.output.schemas`). A
     Parquet part is read into memory whole (its stored, compressed size) since Parquet keeps its index at the
     end; records are then decoded one row group at a time.
 
@@ -96,7 +96,7 @@ def _iter_parquet_part(
     destination: ObjectStoragePath, entry: dict[str, Any], *, verify: bool
 ) -> Iterator[dict[str, Any]]:
     pa, pq = import_pyarrow()
-    from airflow_provider_auralytik.utils.schemas import EXTRA_COLUMN, METADATA_EXTRA, records_from_batch
+    from airflow_provider_auralytik.output.schemas import EXTRA_COLUMN, METADATA_EXTRA, records_from_batch
 
     name = entry["path"]
     sha = hashlib.sha256()

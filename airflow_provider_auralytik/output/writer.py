@@ -33,6 +33,7 @@ from airflow_provider_auralytik.output.parts import (
     part_name,
     part_suffix,
 )
+from airflow_provider_auralytik.output.schemas import check_format
 from airflow_provider_auralytik.output.snapshot import (
     RUN_TOKEN_RE,
     SnapshotConflictError,
@@ -41,13 +42,12 @@ from airflow_provider_auralytik.output.snapshot import (
     discard_parts,
     new_run_token,
 )
-from airflow_provider_auralytik.utils.schemas import check_format
 
 if TYPE_CHECKING:
     from types import ModuleType, TracebackType
 
     from airflow_provider_auralytik._compat import ObjectStoragePath
-    from airflow_provider_auralytik.utils.schemas import RecordSchema
+    from airflow_provider_auralytik.output.schemas import RecordSchema
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class PartWriter:
     **Parquet** (``file_format="parquet"``, needs the ``[parquet]`` extra and a ``schema``): parts are
     ``part-<token>-NNNNN.parquet``, rolled at ``max_records_per_part`` exactly as JSON Lines, in the fixed
     Arrow schema of ``schema`` (typed columns plus the JSON catch-all ``extra``; see
-    :mod:`airflow_provider_auralytik.utils.schemas`), so every day's files have the same schema. Records are
+    :mod:`airflow_provider_auralytik.output.schemas`), so every day's files have the same schema. Records are
     buffered ``row_group_size`` at a time (one row group), then encoded and streamed through
     ``pyarrow.parquet.ParquetWriter`` to the store via the same counting/hashing layer, so the manifest's
     bytes and sha256 describe the stored object. ``compression`` selects the Parquet codec: ``"gzip"``
@@ -92,7 +92,7 @@ class PartWriter:
     :param compression: ``"gzip"`` or ``None`` for JSON Lines; for Parquet also ``"snappy"`` or ``"zstd"``.
     :param max_records_per_part: Records per part file.
     :param file_format: ``"jsonl"`` (default) or ``"parquet"``.
-    :param schema: The :class:`~airflow_provider_auralytik.utils.schemas.RecordSchema` of the records;
+    :param schema: The :class:`~airflow_provider_auralytik.output.schemas.RecordSchema` of the records;
         required for Parquet, ignored for JSON Lines (which stores every record as it is).
     :param row_group_size: Parquet rows per row group (the most buffered in memory); ignored for JSON Lines.
     :param run_token: This run's token (see :func:`~airflow_provider_auralytik.output.snapshot.new_run_token`);
@@ -126,7 +126,7 @@ class PartWriter:
         self.run_token = run_token or new_run_token()
         self._pq: ModuleType | None = None
         if file_format == PARQUET:
-            from airflow_provider_auralytik.utils.schemas import RecordSchema
+            from airflow_provider_auralytik.output.schemas import RecordSchema
 
             if not isinstance(schema, RecordSchema):
                 raise ValueError(

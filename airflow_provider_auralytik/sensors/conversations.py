@@ -8,22 +8,22 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik._compat import AirflowException, BaseSensorOperator, conf
-from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
-from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
-from airflow_provider_auralytik.utils.completion import check_conversation_ids, check_max_pending
-from airflow_provider_auralytik.utils.listing import check_filter
-from airflow_provider_auralytik.utils.window import (
+from airflow_provider_auralytik.conversations.completed_check import check_conversation_ids, check_max_pending
+from airflow_provider_auralytik.conversations.listing import check_filter
+from airflow_provider_auralytik.conversations.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
     DateWindow,
     explain_missing_data_interval,
 )
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
+from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
 
 if TYPE_CHECKING:
     import jinja2
 
     from airflow_provider_auralytik._compat import Context
-    from airflow_provider_auralytik.utils.completion import Check, CompletionMemory
+    from airflow_provider_auralytik.conversations.completed_check import Check, CompletionMemory
 
 
 class AuralytikConversationsCompletedSensor(BaseSensorOperator):
@@ -90,7 +90,7 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
 
     @cached_property
     def _memory(self) -> CompletionMemory:
-        from airflow_provider_auralytik.utils.completion import CompletionMemory
+        from airflow_provider_auralytik.conversations.completed_check import CompletionMemory
 
         return CompletionMemory()
 
@@ -110,12 +110,12 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
         }
 
     def _check(self) -> Check:
-        from airflow_provider_auralytik.utils.completion import build_check
+        from airflow_provider_auralytik.conversations.completed_check import build_check
 
         return build_check(self._memory, **self._target())
 
     def poke(self, context: Context) -> bool:
-        from airflow_provider_auralytik.utils.completion import run_sync
+        from airflow_provider_auralytik.conversations.completed_check import run_sync
 
         try:
             completion = run_sync(self._check(), self.hook)

@@ -67,7 +67,7 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_auralytik.utils.completion import CompletionMemory, build_check, run_async
+        from airflow_provider_auralytik.conversations.completed_check import CompletionMemory, build_check, run_async
 
         hook = AuralytikHook(self.auralytik_conn_id)
         memory = CompletionMemory()

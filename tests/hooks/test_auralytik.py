@@ -23,6 +23,8 @@ import requests
 import requests_mock
 
 from airflow_provider_auralytik import __version__
+from airflow_provider_auralytik.conversations.listing import ListingError
+from airflow_provider_auralytik.conversations.window import format_instant, parse_instant
 from airflow_provider_auralytik.hooks import pacing
 from airflow_provider_auralytik.hooks.auralytik import (
     DEFAULT_BASE_URL,
@@ -33,8 +35,6 @@ from airflow_provider_auralytik.hooks.auralytik import (
     AuralytikNotFoundError,
     AuralytikUnavailableError,
 )
-from airflow_provider_auralytik.utils.listing import ListingError
-from airflow_provider_auralytik.utils.window import format_instant, parse_instant
 
 UTC = timezone.utc
 KEY = "test-key-do-not-log"

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_auralytik.conversations.listing import WindowListing
+from airflow_provider_auralytik.conversations.pii import PiiLeakError
+from airflow_provider_auralytik.conversations.window import EmptyWindowError
 from airflow_provider_auralytik.operators.export import (
     AuralytikExportConversationsOperator,
     AuralytikExportMessagesOperator,
 )
 from airflow_provider_auralytik.sandbox.data import CONVERSATION_FIELDS
-from airflow_provider_auralytik.utils.listing import WindowListing
-from airflow_provider_auralytik.utils.pii import PiiLeakError
-from airflow_provider_auralytik.utils.window import EmptyWindowError
 from tests.conftest import sandbox_connection
 
 DAY = datetime(2026, 3, 2, tzinfo=timezone.utc)

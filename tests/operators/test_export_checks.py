@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_auralytik.conversations.listing import CrowdedInstantError
+from airflow_provider_auralytik.conversations.window import CreatedAtError
 from airflow_provider_auralytik.hooks.auralytik import AuralytikNotFoundError
 from airflow_provider_auralytik.operators.export import (
     MAX_CONCURRENCY,
@@ -17,8 +19,6 @@ from airflow_provider_auralytik.operators.export import (
     AuralytikExportConversationsOperator,
     AuralytikExportMessagesOperator,
 )
-from airflow_provider_auralytik.utils.listing import CrowdedInstantError
-from airflow_provider_auralytik.utils.window import CreatedAtError
 from tests.conftest import sandbox_connection
 
 DAY = datetime(2026, 3, 2, tzinfo=timezone.utc)

@@ -25,8 +25,7 @@ from airflow_provider_auralytik.operators.export import (
 from airflow_provider_auralytik.output import parts as parts_mod
 from airflow_provider_auralytik.output.destination import resolve_destination
 from airflow_provider_auralytik.output.reader import iter_records, read_manifest
-from airflow_provider_auralytik.output.writer import PartWriter
-from airflow_provider_auralytik.utils.schemas import (
+from airflow_provider_auralytik.output.schemas import (
     CONVERSATIONS,
     MESSAGES,
     Column,
@@ -35,6 +34,7 @@ from airflow_provider_auralytik.utils.schemas import (
     get_schema,
     records_from_batch,
 )
+from airflow_provider_auralytik.output.writer import PartWriter
 from tests.conftest import sandbox_connection
 from tests.output.test_writer import T1, T2, Store, pname
 
@@ -552,12 +552,12 @@ def test_an_export_operator_refuses_parquet_without_pyarrow_at_construction(
 def test_importing_the_writer_schemas_and_operators_does_not_import_pyarrow() -> None:
     code = (
         "import sys\n"
-        "import airflow_provider_auralytik.utils.writer, airflow_provider_auralytik.utils.schemas\n"
+        "import airflow_provider_auralytik.utils.writer, airflow_provider_auralytik.output.schemas\n"
         "import airflow_provider_auralytik.output.writer, airflow_provider_auralytik.output.reader\n"
         "import airflow_provider_auralytik.operators.export\n"
         "airflow_provider_auralytik.operators.export.AuralytikExportConversationsOperator(\n"
         "    task_id='c', destination='/tmp/x', file_format='parquet')\n"
-        "from airflow_provider_auralytik.utils.schemas import CONVERSATIONS\n"
+        "from airflow_provider_auralytik.output.schemas import CONVERSATIONS\n"
         "CONVERSATIONS.describe(); b = CONVERSATIONS.buffer(); b.append({'id': 'x', 'createdAt': 'now'})\n"
         "assert 'pyarrow' not in sys.modules, 'pyarrow imported'\n"
     )

@@ -31,10 +31,10 @@ from airflow_provider_auralytik._compat import (
     AirflowSkipException,
     TaskDeferred,
 )
+from airflow_provider_auralytik.conversations.window import EmptyWindowError, format_instant, parse_instant
 from airflow_provider_auralytik.hooks.auralytik import AuralytikAuthError, AuralytikNotFoundError
 from airflow_provider_auralytik.sensors.conversations import AuralytikConversationsCompletedSensor
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
-from airflow_provider_auralytik.utils.window import EmptyWindowError, format_instant, parse_instant
 from tests.fixtures.sandbox import MakeSandbox
 
 UTC = timezone.utc

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_auralytik.conversations.completed_check import Completion
 from airflow_provider_auralytik.sensors.conversations import AuralytikConversationsCompletedSensor
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
-from airflow_provider_auralytik.utils.completion import Completion
 from tests.fixtures.sandbox import MakeSandbox
 from tests.triggers.test_conversations import DATE_FROM, DATE_TO, DAY, first_event, log_text, set_conn
 

@@ -9,7 +9,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from airflow_provider_auralytik.utils.window import (
+from airflow_provider_auralytik.conversations.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
     UNITS,

@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
-from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES, US, reported_count
-from airflow_provider_auralytik.utils.listing import (
+from airflow_provider_auralytik.conversations.listing import (
     MAX_FAN_OUT,
     ConversationCall,
     ConversationFilters,
@@ -24,7 +22,9 @@ from airflow_provider_auralytik.utils.listing import (
     WindowListing,
     list_window,
 )
-from airflow_provider_auralytik.utils.window import CreatedAtError, DateWindow, format_instant, parse_instant
+from airflow_provider_auralytik.conversations.window import CreatedAtError, DateWindow, format_instant, parse_instant
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
+from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES, US, reported_count
 from tests.conftest import sandbox_connection
 
 DAY0 = datetime(2026, 3, 1, tzinfo=timezone.utc)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_auralytik._compat import AirflowException
-from airflow_provider_auralytik.utils.pii import MASK, PiiGuard, PiiLeakError
+from airflow_provider_auralytik.conversations.pii import MASK, PiiGuard, PiiLeakError
 
 PHONES = [
     "+44 7700 900123",

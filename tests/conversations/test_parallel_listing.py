@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES
-from airflow_provider_auralytik.utils.listing import (
+from airflow_provider_auralytik.conversations.listing import (
     ConversationCall,
     Found,
     ListingError,
@@ -23,8 +22,9 @@ from airflow_provider_auralytik.utils.listing import (
     alist_window,
     list_window,
 )
-from airflow_provider_auralytik.utils.window import DateWindow, format_instant
-from tests.utils.test_listing import Server, day, ids, uniform
+from airflow_provider_auralytik.conversations.window import DateWindow, format_instant
+from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES
+from tests.conversations.test_listing import Server, day, ids, uniform
 
 
 class Concurrent:

@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 import requests_mock
 
-from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
-from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES, reported_count
-from airflow_provider_auralytik.utils.completion import (
+from airflow_provider_auralytik.conversations.completed_check import (
     COMPLETED,
     Check,
     Completion,
@@ -32,8 +30,10 @@ from airflow_provider_auralytik.utils.completion import (
     run_async,
     run_sync,
 )
-from airflow_provider_auralytik.utils.listing import ConversationFilters, CrowdedInstantError
-from airflow_provider_auralytik.utils.window import DateWindow, EmptyWindowError, format_instant, parse_instant
+from airflow_provider_auralytik.conversations.listing import ConversationFilters, CrowdedInstantError
+from airflow_provider_auralytik.conversations.window import DateWindow, EmptyWindowError, format_instant, parse_instant
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
+from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES, reported_count
 
 UTC = timezone.utc
 START = datetime(2024, 1, 15, tzinfo=UTC)
