@@ -29,10 +29,10 @@ START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
 def measure(per_day: int, mode: str) -> dict[str, Any]:
+    from airflow_provider_auralytik.conversations.listing import WindowListing
+    from airflow_provider_auralytik.conversations.window import DateWindow
     from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
     from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig
-    from airflow_provider_auralytik.utils.listing import WindowListing
-    from airflow_provider_auralytik.utils.window import DateWindow
 
     config = SandboxConfig(start="2026-03-01", days=3, per_day=per_day, total_count_mode=mode)
     with Sandbox(config) as sandbox:
@@ -78,7 +78,7 @@ def main() -> int:
         "One day listed exactly by `WindowListing` (page size 100) against the sandbox, whose `totalCount` tells "
         "the truth, 0, the page's item count, half, triple, the truth + 1,000, or its first answer (stale). Every "
         "run exported exactly the day's conversations. The sandbox lists newest first; servers that sort "
-        "oldest first or not at all are covered by `tests/utils/test_listing.py` (same bound).",
+        "oldest first or not at all are covered by `tests/conversations/test_listing.py` (same bound).",
         "",
         f"Produced by `python benchmarks/bench_listing.py` on {datetime.now(timezone.utc):%Y-%m-%d}.",
     ]
