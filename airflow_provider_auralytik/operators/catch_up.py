@@ -21,10 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_auralytik._compat import BaseOperator
 from airflow_provider_auralytik.conversations.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
@@ -32,17 +30,14 @@ from airflow_provider_auralytik.conversations.window import (
     explain_missing_data_interval,
 )
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
+from airflow_provider_auralytik.operators.common import AuralytikBaseOperator, register_asset_alias, storage_url
 from airflow_provider_auralytik.operators.export import (
-    DEFAULT_MAX_RECORDS_PER_PART,
     AuralytikExportConversationsOperator,
     AuralytikExportMessagesOperator,
-    register_asset_alias,
-    storage_url,
 )
+from airflow_provider_auralytik.output.parts import DEFAULT_MAX_RECORDS_PER_PART
 
 if TYPE_CHECKING:
-    import jinja2
-
     from airflow_provider_auralytik._compat import Context
     from airflow_provider_auralytik.output.destination import Destination
 
@@ -138,7 +133,7 @@ def window_context(context: Context, shift: timedelta) -> dict[str, Any]:
     return shifted
 
 
-class AuralytikCatchUpOperator(BaseOperator):
+class AuralytikCatchUpOperator(AuralytikBaseOperator):
     """
     Bring the exports of the ``lookback`` windows before this run's up to date with late conversations.
 
@@ -149,16 +144,19 @@ class AuralytikCatchUpOperator(BaseOperator):
     with the window, filters, format, compression and ``include_pending`` its manifest records. Nothing changed:
     nothing is written. Idempotent; safe to run every day.
 
-    :param conversations_destination: / :param messages_destination: The ``destination`` templates of the
-        daily exports (at least one), e.g. ``".../messages/date={{ data_interval_start | ds }}"``. Rendered
-        once per earlier window, with ``data_interval_start``/``data_interval_end``, ``logical_date``,
-        ``ds``, ``ts`` … of that window.
+    :param conversations_destination: The ``destination`` template of the daily conversations export, e.g.
+        ``".../conversations/date={{ data_interval_start | ds }}"``. Rendered once per earlier window, with
+        ``data_interval_start``/``data_interval_end``, ``logical_date``, ``ds``, ``ts`` … of that window.
+    :param messages_destination: The same for the daily messages export. Give at least one of the two.
     :param destination_conn_id: Connection for that store (templated), as given to the exports.
     :param lookback: How many windows before this run's to bring up to date (default 3, at most 366).
-    :param date_from: / :param date_to: This run's window (templated; default its data interval); the
+    :param date_from: Start of this run's window (templated; default its ``data_interval_start``); the
         windows looked at are the ``lookback`` ones of the same length just before it.
-    :param page_size: / :param max_records_per_part: / :param max_concurrency: / :param pii_guard: As for the
-        exports, used by the checks and the re-exports.
+    :param date_to: End of this run's window, exclusive (templated; default its ``data_interval_end``).
+    :param page_size: Listing page size, 1 to 100, for the checks and the re-exports (as for the exports).
+    :param max_records_per_part: Records per part file of a re-export (as for the exports).
+    :param max_concurrency: Conversations a messages re-export fetches at once (as for the messages export).
+    :param pii_guard: ``"mask"``, ``"fail"`` or ``"off"`` for a messages re-export (as for the messages export).
     :param auralytik_conn_id: Connection of type ``auralytik``.
     :param asset_alias: Name of an ``AssetAlias``: each re-exported window records an asset event for its
         destination, as the exports do.
@@ -216,14 +214,6 @@ class AuralytikCatchUpOperator(BaseOperator):
         self.auralytik_conn_id = auralytik_conn_id
         self.asset_alias = asset_alias
         register_asset_alias(self, asset_alias)
-
-    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
-        with explain_missing_data_interval():
-            super().render_template_fields(context, jinja_env)
-
-    @cached_property
-    def hook(self) -> AuralytikHook:
-        return AuralytikHook(self.auralytik_conn_id)
 
     # -- the plan: which destinations, of which windows -------------------------------------------
 

@@ -7,34 +7,31 @@ layout, the manifest and the snapshot commit are described in :mod:`airflow_prov
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_auralytik._compat import Asset, AssetAlias, BaseOperator
 from airflow_provider_auralytik.conversations.listing import check_filter
-from airflow_provider_auralytik.conversations.window import (
-    DEFAULT_DATE_FROM,
-    DEFAULT_DATE_TO,
-    UTC,
-    DateWindow,
-    explain_missing_data_interval,
-)
+from airflow_provider_auralytik.conversations.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, UTC, DateWindow
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
-from airflow_provider_auralytik.output.manifest import MANIFEST_NAME
-from airflow_provider_auralytik.output.parts import check_output_options
+from airflow_provider_auralytik.operators.common import (
+    AuralytikBaseOperator,
+    emit_asset_event,
+    export_summary,
+    register_asset_alias,
+    storage_url,
+)
+from airflow_provider_auralytik.output.parts import DEFAULT_MAX_RECORDS_PER_PART, check_output_options
 
 if TYPE_CHECKING:
-    import jinja2
-
-    from airflow_provider_auralytik._compat import Context, ObjectStoragePath
+    from airflow_provider_auralytik._compat import Context
     from airflow_provider_auralytik.conversations.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.output.writer import PartWriter
     from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
     from airflow_provider_auralytik.utils.progress import Progress
 
-DEFAULT_MAX_RECORDS_PER_PART = 100_000
 #: More conversations fetched at once only trips the API's rate limit (and exhausts sockets).
 MAX_CONCURRENCY = 256
 #: A messages export fails, naming the connection's base URL, when its first ``NOT_FOUND_FIRST``
@@ -52,41 +49,13 @@ def listing_ahead(max_concurrency: int, page_size: int) -> int:
     return max(2, -(-2 * max_concurrency // page_size) + 1)
 
 
-def storage_url(path: ObjectStoragePath) -> str:
-    """``s3://bucket/key``-style URL of a destination (``str()`` would embed the connection id)."""
-    return f"{path.protocol or 'file'}://{path.path}"
-
-
-def export_summary(url: str, manifest: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The small XCom an export returns: where it wrote, how many files, the counts. Never data."""
-    return {
-        "destination": url,
-        "manifest": f"{url}/{MANIFEST_NAME}",
-        "files": len(manifest["files"]),
-        **extra,
-        **manifest["counts"],
-    }
-
-
-def register_asset_alias(operator: BaseOperator, asset_alias: str | None) -> None:
-    """Declare the ``AssetAlias`` an operator emits to (see :func:`emit_asset_event`)."""
-    if asset_alias:
-        operator.outlets = [*operator.outlets, AssetAlias(name=asset_alias)]
-
-
-def emit_asset_event(context: Context, asset_alias: str | None, summary: dict[str, Any], window: Any) -> None:
-    """Record an asset event for the rendered destination on the alias; its extra is flat: the window's
-    ``date_from``/``date_to`` and the counts."""
-    if asset_alias:
-        extra = {key: value for key, value in summary.items() if isinstance(value, int)}
-        context["outlet_events"][AssetAlias(name=asset_alias)].add(
-            Asset(uri=summary["destination"]), extra={**window, **extra}
-        )
-
-
-class _AuralytikExportOperator(BaseOperator):
+class _AuralytikExportOperator(AuralytikBaseOperator):
     """
     Shared parameters and flow of the export operators.
+
+    :meth:`export` lists the window, writes what :meth:`_stream` yields through :meth:`_write` into parts,
+    and commits them with the manifest; a subclass says what it exports by overriding those two steps and
+    setting :attr:`kind`.
 
     :param destination: Directory to write to (templated): a local path or an object-storage URL
         (``file://``, ``s3://``, ``gs://``, ``abfs://`` …). A rerun of the same window replaces
@@ -95,7 +64,9 @@ class _AuralytikExportOperator(BaseOperator):
     :param date_from: Start of the window, inclusive (templated; default the run's
         ``data_interval_start``). Aware datetime or ISO 8601 string.
     :param date_to: End of the window, exclusive (templated; default ``data_interval_end``).
-    :param channel_id: / :param campaign_id: / :param status: listing filters (templated).
+    :param channel_id: Only conversations of this channel (templated).
+    :param campaign_id: Only conversations of this campaign (templated).
+    :param status: Only conversations with this status as of the listing (templated).
     :param page_size: Listing page size, 1 to 100.
     :param compression: ``"gzip"`` (default) or ``None`` for plain ``.jsonl`` parts.
     :param max_records_per_part: Records per part file before a new one is started.
@@ -124,10 +95,6 @@ class _AuralytikExportOperator(BaseOperator):
     ui_color = "#e8f4f8"
     #: What the manifest calls a record of this export.
     kind: str = ""
-    #: Each export starts reading (and fetching) as soon as its stream exists ...
-    _stream: Callable[[WindowListing], AsyncOrderedMap[Any, Any]]
-    #: ... then writes the stream's records and returns the manifest's own fields (at least ``counts``).
-    _export: Callable[[Iterable[Any], WindowListing, PartWriter, Progress], dict[str, Any]]
 
     def __init__(
         self,
@@ -168,16 +135,31 @@ class _AuralytikExportOperator(BaseOperator):
         self.file_format = file_format
         self.auralytik_conn_id = auralytik_conn_id
 
-    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
-        # ``destination="...date={{ data_interval_start | ds }}"`` in a run without a data interval.
-        with explain_missing_data_interval():
-            super().render_template_fields(context, jinja_env)
+    # -- the two steps each export defines --------------------------------------------------
 
-    # -- parts shared by both exports ------------------------------------------------------
+    @abstractmethod
+    def _stream(self, listing: WindowListing) -> AsyncOrderedMap[Any, Any]:
+        """What this export reads, in listing order: an :class:`AsyncOrderedMap` over the listing.
 
-    @cached_property
-    def hook(self) -> AuralytikHook:
-        return AuralytikHook(self.auralytik_conn_id)
+        Reading (and fetching) starts as soon as the stream exists, before :meth:`_write` consumes it; the
+        stream is a context manager that stops it on exit.
+
+        :param listing: The window's exact listing (not started yet).
+        """
+
+    @abstractmethod
+    def _write(
+        self, stream: Iterable[Any], listing: WindowListing, writer: PartWriter, progress: Progress
+    ) -> dict[str, Any]:
+        """Write the stream's records with ``writer`` and return the manifest's own fields (at least ``counts``).
+
+        :param stream: The items of :meth:`_stream`, in listing order.
+        :param listing: The window's listing (its ``requests`` so far, for ``api_requests``).
+        :param writer: The open part writer; :meth:`export` commits it afterwards.
+        :param progress: Counts one item per :meth:`Progress.add`.
+        """
+
+    # -- the flow both exports share -------------------------------------------------------
 
     def _filters(self) -> ConversationFilters:
         from airflow_provider_auralytik.conversations.listing import ConversationFilters
@@ -230,7 +212,7 @@ class _AuralytikExportOperator(BaseOperator):
                 run_token=new_run_token(started),
             )
             with self._stream(listing) as stream, writer:
-                details = self._export(stream, listing, writer, progress)
+                details = self._write(stream, listing, writer, progress)
                 # 429s answered to this export, and seconds the key's requests were paused by them.
                 details["rate_limit"] = self.hook.throttle_counts()
                 header = manifest_header(
@@ -309,7 +291,7 @@ class AuralytikExportConversationsOperator(_AuralytikExportOperator):
 
         return AsyncOrderedMap(same, conversations, lookahead=2 * self.page_size, cleanup=hook.aclose)
 
-    def _export(
+    def _write(
         self, stream: Iterable[dict[str, Any]], listing: WindowListing, writer: PartWriter, progress: Progress
     ) -> dict[str, Any]:
         from airflow_provider_auralytik.conversations.completed_check import pending_entry
@@ -370,7 +352,7 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         if max_concurrency > MAX_CONCURRENCY:
             raise ValueError(
                 f"max_concurrency={max_concurrency} is more than {MAX_CONCURRENCY}: more requests in flight "
-                "only trip the API's rate limit; use at most 256 (the default 16 is usually enough)."
+                f"only trip the API's rate limit; use at most {MAX_CONCURRENCY} (the default 16 is usually enough)."
             )
         if pii_guard not in ("mask", "fail", "off"):
             raise ValueError(f"pii_guard must be 'mask', 'fail' or 'off', not {pii_guard!r}.")
@@ -419,7 +401,7 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             self._fetch, lambda: listing.alist(ahead=ahead), lookahead=4 * self.max_concurrency, cleanup=hook.aclose
         )
 
-    def _export(
+    def _write(
         self,
         stream: Iterable[Fetched],
         listing: WindowListing,

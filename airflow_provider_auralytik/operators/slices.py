@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik._compat import BaseOperator
 from airflow_provider_auralytik.conversations.window import SLICE_PREFIX, format_instant, parse_instant, window_slices
-from airflow_provider_auralytik.operators.export import (
+from airflow_provider_auralytik.operators.common import (
     emit_asset_event,
     export_summary,
     register_asset_alias,
@@ -53,6 +53,12 @@ def plan_window_slices(
     ``destination_conn_id`` (so a bad one fails here, before any slice sends a request). The combined
     snapshot an earlier run committed at ``destination`` stays in place and valid until the combine
     step of this run commits a new one. Call it from a ``@task``.
+
+    :param date_from: Start of the whole window, inclusive (aware datetime or ISO 8601 string).
+    :param date_to: End of the whole window, exclusive.
+    :param slices: How many slices (mapped export tasks) to cut the window into.
+    :param destination: The combined export's directory; each slice writes under ``slice-NNN`` in it.
+    :param destination_conn_id: Connection for that store, as the exports will get it.
     """
     from airflow_provider_auralytik.output.destination import check_destination
 
@@ -68,6 +74,8 @@ def combine_slice_manifests(slices: Sequence[dict[str, Any]]) -> dict[str, Any]:
     exactly (a gap or an overlap would mean a lost or a doubled conversation). File paths become
     relative to the combined destination (``slice-000/part-<run token>-00000.jsonl.gz``); each entry of
     ``"slices"`` records the run token of the slice snapshot it was built from.
+
+    :param slices: ``{"path": "slice-NNN", "manifest": <that slice's committed manifest>}`` per slice.
     """
     if not slices:
         raise ValueError("No slices to combine: the mapped export produced nothing.")

@@ -33,6 +33,8 @@ FORMAT = "jsonl"
 PARQUET = "parquet"
 #: ``compression`` values accepted with ``file_format="parquet"``, and the Parquet codec each one selects.
 PARQUET_COMPRESSIONS: dict[str | None, str] = {"gzip": "gzip", None: "none", "snappy": "snappy", "zstd": "zstd"}
+#: Records per part file before a new part is started (the writer's and the export operators' default).
+DEFAULT_MAX_RECORDS_PER_PART = 100_000
 #: Rows per Parquet row group: the most a Parquet part buffers in memory before encoding and writing it.
 DEFAULT_ROW_GROUP_SIZE = 10_000
 PARQUET_SUFFIX = ".parquet"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik.output.destination import is_local
 from airflow_provider_auralytik.output.parts import (
+    DEFAULT_MAX_RECORDS_PER_PART,
     DEFAULT_ROW_GROUP_SIZE,
     FORMAT,
     PARQUET,
@@ -44,7 +45,7 @@ from airflow_provider_auralytik.output.snapshot import (
 )
 
 if TYPE_CHECKING:
-    from types import ModuleType, TracebackType
+    from types import ModuleType
 
     from airflow_provider_auralytik._compat import ObjectStoragePath
     from airflow_provider_auralytik.output.schemas import RecordSchema
@@ -106,7 +107,7 @@ class PartWriter:
         destination: ObjectStoragePath,
         *,
         compression: str | None = "gzip",
-        max_records_per_part: int = 100_000,
+        max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
         file_format: str = FORMAT,
         schema: RecordSchema | None = None,
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
@@ -153,12 +154,7 @@ class PartWriter:
         log.debug("Writing run %s to %s", self.run_token, self.destination)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if self._state == "committed":
             self._state = "closed"
             return
