@@ -81,15 +81,7 @@ def _iter_part(destination: ObjectStoragePath, entry: dict[str, Any], *, verify:
         for line in reader.lines(f):
             yield decoder.decode(line.decode("utf-8"))
     if verify:
-        problems = []
-        if "bytes" in entry and reader.size != entry["bytes"]:
-            problems.append(f"{reader.size} bytes stored, manifest says {entry['bytes']}")
-        if "sha256" in entry and reader.sha256.hexdigest() != entry["sha256"]:
-            problems.append("sha256 differs from the manifest")
-        if "rows" in entry and reader.rows != entry["rows"]:
-            problems.append(f"{reader.rows} rows, manifest says {entry['rows']}")
-        if problems:
-            raise ValueError(f"{destination}/{name}: " + "; ".join(problems))
+        _check_part(destination, entry, size=reader.size, sha256=reader.sha256.hexdigest(), rows=reader.rows)
 
 
 def _iter_parquet_part(
@@ -105,20 +97,41 @@ def _iter_parquet_part(
         while chunk := f.read(_READ_CHUNK):
             sha.update(chunk)
             data += chunk
-    problems = []
-    if verify:
-        if "bytes" in entry and len(data) != entry["bytes"]:
-            problems.append(f"{len(data)} bytes stored, manifest says {entry['bytes']}")
-        if "sha256" in entry and sha.hexdigest() != entry["sha256"]:
-            problems.append("sha256 differs from the manifest")
-        if problems:
-            raise ValueError(f"{destination}/{name}: " + "; ".join(problems))
+    if verify:  # the stored bytes first: a damaged part is not handed to the Parquet reader
+        _check_part(destination, entry, size=len(data), sha256=sha.hexdigest())
     parquet = pq.ParquetFile(pa.BufferReader(pa.py_buffer(data)))  # no copy of the part
-    if verify and "rows" in entry and parquet.metadata.num_rows != entry["rows"]:
-        raise ValueError(f"{destination}/{name}: {parquet.metadata.num_rows} rows, manifest says {entry['rows']}")
+    if verify:
+        _check_part(destination, entry, rows=parquet.metadata.num_rows)
     extra_column = (parquet.schema_arrow.metadata or {}).get(METADATA_EXTRA, EXTRA_COLUMN.encode()).decode()
     for i in range(parquet.metadata.num_row_groups):
         yield from records_from_batch(parquet.read_row_group(i, use_threads=False), extra_column=extra_column)
+
+
+def _check_part(
+    destination: ObjectStoragePath,
+    entry: dict[str, Any],
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    rows: int | None = None,
+) -> None:
+    """Raise ``ValueError`` naming the part and every way it differs from its manifest entry.
+
+    :param destination: The snapshot's directory.
+    :param entry: The part's entry in the manifest (``path`` and, when recorded, ``bytes``/``sha256``/``rows``).
+    :param size: Stored bytes read (``None``: not checked here).
+    :param sha256: Hex SHA-256 of the stored bytes (``None``: not checked here).
+    :param rows: Records read (``None``: not checked here).
+    """
+    problems = []
+    if size is not None and "bytes" in entry and size != entry["bytes"]:
+        problems.append(f"{size} bytes stored, manifest says {entry['bytes']}")
+    if sha256 is not None and "sha256" in entry and sha256 != entry["sha256"]:
+        problems.append("sha256 differs from the manifest")
+    if rows is not None and "rows" in entry and rows != entry["rows"]:
+        problems.append(f"{rows} rows, manifest says {entry['rows']}")
+    if problems:
+        raise ValueError(f"{destination}/{entry['path']}: " + "; ".join(problems))
 
 
 class _PartReader:

@@ -35,9 +35,10 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_auralytik.conversations.window import SLICE_PREFIX, UTC
 from airflow_provider_auralytik.output.destination import delete, invalidate, is_local, list_names
 from airflow_provider_auralytik.output.manifest import (
     MANIFEST_NAME,
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 _TOKEN_TIME = "%Y%m%dT%H%M%S.%fZ"
 RUN_TOKEN_RE = re.compile(rf"^{RUN_TOKEN_PATTERN}$")
-_SLICE_DIR_RE = re.compile(r"^slice-\d+$")
+_SLICE_DIR_RE = re.compile(rf"^{re.escape(SLICE_PREFIX)}\d+$")
 _TMP_SUFFIX = ".tmp"
 #: Conditional PUTs that lose to another commit are retried this often before giving up.
 _MAX_COMMIT_ATTEMPTS = 5
@@ -70,7 +71,7 @@ def new_run_token(started: datetime | None = None) -> str:
 
     :param started: The run's start time (aware); now if omitted.
     """
-    when = (started or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    when = (started or datetime.now(UTC)).astimezone(UTC)
     return f"{when.strftime(_TOKEN_TIME)}-{secrets.token_hex(4)}"
 
 
