@@ -133,6 +133,11 @@ def discard_quietly(raw: Any, name: str) -> None:
             discard()
         except Exception:
             log.debug("Ignoring error while discarding %s", name, exc_info=True)
+    close_quietly(raw, name)
+
+
+def close_quietly(raw: Any, name: str) -> None:
+    """Close a store's stream on a failure path, ignoring (and debug-logging) an error doing so."""
     try:
         raw.close()
     except Exception:
@@ -173,22 +178,37 @@ class HashingWriter:
         return self._sha.hexdigest()
 
 
-class JsonLinesPart:
-    """The JSON Lines part being written: raw store stream, hashing layer, optional gzip layer."""
+class _Part:
+    """What a part being written has in either format: its name, the store's stream, the hashing layer, rows."""
 
-    __slots__ = ("gz", "hasher", "name", "raw", "rows")
+    __slots__ = ("hasher", "name", "raw", "rows")
 
-    def __init__(self, name: str, raw: IO[bytes], compression: str | None) -> None:
+    def __init__(self, name: str, raw: IO[bytes]) -> None:
         self.name = name
         self.raw = raw
         self.hasher = HashingWriter(raw)
+        self.rows = 0
+
+    def _publish(self) -> PartInfo:
+        """Drain the hashing layer into the store's stream and close it; the part as the manifest lists it."""
+        self.hasher.flush()
+        self.raw.close()  # object stores upload/complete here
+        return PartInfo(path=self.name, rows=self.rows, bytes=self.hasher.size, sha256=self.hasher.hexdigest())
+
+
+class JsonLinesPart(_Part):
+    """The JSON Lines part being written: raw store stream, hashing layer, optional gzip layer."""
+
+    __slots__ = ("gz",)
+
+    def __init__(self, name: str, raw: IO[bytes], compression: str | None) -> None:
+        super().__init__(name, raw)
         # mtime=0 and no file name in the header: identical content gives identical bytes, anywhere.
         self.gz: gzip.GzipFile | None = (
             gzip.GzipFile(filename="", fileobj=self.hasher, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
             if compression == "gzip"
             else None
         )
-        self.rows = 0
 
     def write(self, data: bytes) -> None:
         if self.gz is not None:
@@ -199,9 +219,7 @@ class JsonLinesPart:
     def close(self) -> PartInfo:
         if self.gz is not None:
             self.gz.close()  # writes the gzip trailer into the hasher; does not close the hasher
-        self.hasher.flush()
-        self.raw.close()  # object stores upload/complete here
-        return PartInfo(path=self.name, rows=self.rows, bytes=self.hasher.size, sha256=self.hasher.hexdigest())
+        return self._publish()
 
     def abort(self) -> None:
         """Best effort: stop writing without publishing (object stores may still leave a partial object)."""
@@ -241,10 +259,10 @@ class _ArrowSink:
         self.closed = True
 
 
-class ParquetPart:
+class ParquetPart(_Part):
     """The Parquet part being written: at most one row group of records buffered, then encoded and streamed."""
 
-    __slots__ = ("_buffer", "_row_group_size", "_sink", "_writer", "hasher", "name", "raw", "rows")
+    __slots__ = ("_buffer", "_row_group_size", "_sink", "_writer")
 
     def __init__(
         self,
@@ -255,10 +273,7 @@ class ParquetPart:
         row_group_size: int,
         pq: ModuleType,
     ) -> None:
-        self.name = name
-        self.raw = raw
-        self.hasher = HashingWriter(raw)
-        self.rows = 0
+        super().__init__(name, raw)
         self._row_group_size = row_group_size
         self._buffer: RowBuffer = schema.buffer()
         self._sink = _ArrowSink(self.hasher)
@@ -287,9 +302,7 @@ class ParquetPart:
     def close(self) -> PartInfo:
         self._write_row_group()
         self._writer.close()  # footer; leaves the sink (and the store's file) open
-        self.hasher.flush()
-        self.raw.close()  # object stores upload/complete here
-        return PartInfo(path=self.name, rows=self.rows, bytes=self.hasher.size, sha256=self.hasher.hexdigest())
+        return self._publish()
 
     def abort(self) -> None:
         """Best effort: stop writing without publishing (object stores may still leave a partial object)."""

@@ -29,6 +29,7 @@ from airflow_provider_auralytik.output.parts import (
     ParquetPart,
     PartInfo,
     check_positive_int,
+    close_quietly,
     encode_json_line,
     import_pyarrow,
     part_name,
@@ -264,10 +265,7 @@ class PartWriter:
                 name, raw, self.schema, PARQUET_COMPRESSIONS[self.compression], self.row_group_size, self._pq
             )
         except BaseException:
-            try:
-                raw.close()
-            except Exception:
-                log.debug("Ignoring error while closing %s", name, exc_info=True)
+            close_quietly(raw, name)
             raise
 
     def _flush_pending(self) -> None:
