@@ -69,11 +69,11 @@ def _poke(sandbox: Sandbox, sensor: Any) -> tuple[bool, int]:
 
 def _trigger_checks(sandbox: Sandbox, checks: int) -> tuple[bool, list[int]]:
     """What the trigger's run loop does each ``poll_interval``: the same check, async, with memory."""
-    from airflow_provider_auralytik.conversations.completed_check import CompletionMemory, build_check, run_async
+    from airflow_provider_auralytik.conversations.completed_check import CheckMemory, build_check, run_async
     from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
 
     async def run() -> tuple[bool, list[int]]:
-        hook, memory = AuralytikHook(), CompletionMemory()
+        hook, memory = AuralytikHook(), CheckMemory()
         counts, done = [], False
         try:
             for _ in range(checks):

@@ -1,9 +1,12 @@
 """
 "Are these conversations completed yet?": the check behind the sensor and the trigger.
 
-The check is written once, as a generator that *yields* the API calls it needs
-(:class:`PageCall` / :class:`ConversationCall`) and is *sent* their answers; :func:`run_sync`
-drives it with the hook's sync methods (sensor), :func:`run_async` with its async ones (trigger).
+The check is written once, as a sans-I/O generator that *yields* the API calls it needs
+(:class:`PageCall` / :class:`ConversationCall`), is *sent* their answers and *returns* a
+:class:`CheckResult` (the protocol: :mod:`~airflow_provider_auralytik.conversations.sansio`);
+:func:`run_sync` drives it with the hook's sync methods (sensor), :func:`run_async` with its async
+ones (trigger). :class:`CheckTarget` says what a sensor or trigger waits for, checked once;
+:class:`CheckMemory` is what a long wait remembers between checks.
 
 A window is never declared done on counts: ``totalCount`` may be 0, stale or the size of a page
 (see :mod:`~airflow_provider_auralytik.conversations.listing`). "Not done" is proven from data, cheaply:
@@ -23,38 +26,46 @@ short first page), which counts them exactly.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from airflow_provider_auralytik.conversations.listing import (
+    MAX_PAGE_SIZE,
     PLAIN_VALUES,
-    Call,
-    ConversationCall,
     ConversationFilters,
     Found,
     ListingStats,
-    PageCall,
-    Steps,
-    answer_async,
-    answer_sync,
+    check_filter,
     list_window,
 )
+from airflow_provider_auralytik.conversations.sansio import (
+    Call,
+    ConversationCall,
+    ConversationsApi,
+    PageCall,
+    arun,
+    make_call,
+    passed_on,
+    relay,
+    run,
+)
 from airflow_provider_auralytik.conversations.window import DateWindow, created_at
-from airflow_provider_auralytik.hooks.auralytik import AuralytikNotFoundError
+from airflow_provider_auralytik.exceptions import AuralytikNotFoundError
 
 COMPLETED = "completed"
 #: The status other than ``completed`` a check asks for before it has seen any (others are learned).
 FIRST_GUESS_PENDING = "active"
-PAGE_SIZE = 100
 
 __all__ = [
     "COMPLETED",
     "Call",
     "Check",
-    "Completion",
-    "CompletionMemory",
+    "CheckMemory",
+    "CheckResult",
+    "CheckTarget",
     "ConversationCall",
     "PageCall",
     "build_check",
@@ -69,7 +80,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Completion:
+class CheckResult:
     """The outcome of one check. ``total`` is ``None`` when only a bound is known."""
 
     pending: int
@@ -103,7 +114,7 @@ class Completion:
 
 
 @dataclass
-class CompletionMemory:
+class CheckMemory:
     """What a long-lived waiter (poke mode, the trigger) remembers between checks."""
 
     #: Conversation ids already seen ``completed`` (a terminal status).
@@ -112,7 +123,7 @@ class CompletionMemory:
     pending_statuses: set[str] = field(default_factory=lambda: {FIRST_GUESS_PENDING})
 
 
-Check = Generator[Call, Any, Completion]
+Check = Generator[Call, Any, CheckResult]
 
 
 def check_max_pending(value: Any) -> int:
@@ -133,7 +144,7 @@ def pending_entry(conversation: dict[str, Any]) -> dict[str, Any] | None:
     return {"conversation_id": str(conversation.get("id")), "status": status}
 
 
-def check_ids(conversation_ids: Sequence[str], memory: CompletionMemory, max_pending: int = 0) -> Check:
+def check_ids(conversation_ids: Sequence[str], memory: CheckMemory, max_pending: int = 0) -> Check:
     """Fetch each named conversation not yet seen completed. An unknown id raises (404) at once."""
     pending: list[str] = []
     requests = 0
@@ -152,7 +163,7 @@ def check_ids(conversation_ids: Sequence[str], memory: CompletionMemory, max_pen
             memory.completed_ids.add(conversation_id)
         else:
             pending.append(conversation_id)
-    return Completion(
+    return CheckResult(
         pending=len(pending),
         total=len(dict.fromkeys(conversation_ids)),
         requests=requests,
@@ -184,7 +195,7 @@ def check_conversation_ids(value: Any, *, resolved: bool = True) -> list[str] | 
     )
 
 
-def _inside(window: DateWindow, items: list[Any], memory: CompletionMemory) -> dict[str, dict[str, Any]]:
+def _inside(window: DateWindow, items: list[Any], memory: CheckMemory) -> dict[str, dict[str, Any]]:
     """The conversations of ``items`` inside the window (a ``createdAt`` that cannot be placed raises);
     learns the statuses other than ``completed``."""
     kept: dict[str, dict[str, Any]] = {}
@@ -201,115 +212,148 @@ def _waiting(conversations: dict[str, dict[str, Any]]) -> list[str]:
     return [cid for cid, c in conversations.items() if c.get("status") != COMPLETED]
 
 
-def _relay(steps: Steps, found: dict[str, dict[str, Any]]) -> Generator[Call, Any, None]:
-    """Run a sans-I/O listing inside a check: its calls go to the driver, its pieces into ``found``."""
-    answer: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(answer)
-        except StopIteration:
-            return
-        answer, error = None, None
-        if isinstance(step, Found):
-            found.update((str(c.get("id")), c) for c in step.conversations)
-            continue
-        try:
-            answer = yield step
-        except Exception as exc:  # the driver's error goes back to the listing (a 404 it expects)
-            error = exc
-
-
-def check_window(
-    window: DateWindow, filters: ConversationFilters, memory: CompletionMemory, max_pending: int = 0
-) -> Check:
+def check_window(window: DateWindow, filters: ConversationFilters, memory: CheckMemory, max_pending: int = 0) -> Check:
     """Whether at most ``max_pending`` conversations of ``window`` (half-open, on ``createdAt``) are not completed."""
     low, high = window.server_bounds()
     base = {**filters.query(), "status": None, "date_from": low, "date_to": high, "page": 1}
 
-    first = yield PageCall({**base, "page_size": PAGE_SIZE})
+    first = yield PageCall({**base, "page_size": MAX_PAGE_SIZE})
     requests = 1
     inside = _inside(window, first["data"], memory)
     waiting = _waiting(inside)
-    if len(first["data"]) < PAGE_SIZE:  # the whole window in one answer: decided from the data
-        return Completion(len(waiting), len(inside), requests, tuple(waiting[:5]), max_pending=max_pending)
+    if len(first["data"]) < MAX_PAGE_SIZE:  # the whole window in one answer: decided from the data
+        return CheckResult(len(waiting), len(inside), requests, tuple(waiting[:5]), max_pending=max_pending)
     seen = dict.fromkeys(waiting)  # distinct ids seen not completed, in order
     for status in sorted(memory.pending_statuses):
         if len(seen) > max_pending:
             break
-        answer = yield PageCall({**base, "status": status, "page_size": PAGE_SIZE})
+        answer = yield PageCall({**base, "status": status, "page_size": MAX_PAGE_SIZE})
         requests += 1
         seen.update(dict.fromkeys(_waiting(_inside(window, answer["data"], memory))))
     if len(seen) > max_pending:  # proven from data: more than allowed are not completed
-        return Completion(len(seen), None, requests, tuple(list(seen)[:5]), at_least=True, max_pending=max_pending)
+        return CheckResult(len(seen), None, requests, tuple(list(seen)[:5]), at_least=True, max_pending=max_pending)
 
     # At most max_pending seen: count them from an exact listing before saying "done".
     stats = ListingStats()
     listed: dict[str, dict[str, Any]] = {}
     unfiltered = ConversationFilters(channel_id=filters.channel_id, campaign_id=filters.campaign_id)
-    yield from _relay(list_window(window, unfiltered, page_size=PAGE_SIZE, stats=stats), listed)
+
+    def keep(piece: Found) -> None:
+        listed.update((str(c.get("id")), c) for c in piece.conversations)
+
+    yield from relay(list_window(window, unfiltered, page_size=MAX_PAGE_SIZE, stats=stats), passed_on(keep))
     _inside(window, list(listed.values()), memory)  # learn their statuses
     waiting = _waiting(listed)
-    return Completion(len(waiting), len(listed), requests + stats.requests, tuple(waiting[:5]), max_pending=max_pending)
+    return CheckResult(
+        len(waiting), len(listed), requests + stats.requests, tuple(waiting[:5]), max_pending=max_pending
+    )
 
 
-def build_check(
-    memory: CompletionMemory,
-    *,
-    conversation_ids: Sequence[str] | None = None,
-    date_from: datetime | str | None = None,
-    date_to: datetime | str | None = None,
-    channel_id: str | None = None,
-    campaign_id: str | None = None,
-    max_pending: int = 0,
-) -> Check:
-    """The check for what a sensor names: its ``conversation_ids`` if given, else its window; done when at
-    most ``max_pending`` of them are not completed."""
-    max_pending = check_max_pending(max_pending)
-    ids = check_conversation_ids(conversation_ids)
-    if ids is not None:  # an empty list names nothing to wait for: done at once
-        return check_ids(ids, memory, max_pending)
-    window = DateWindow.resolve(date_from, date_to)
-    filters = ConversationFilters(channel_id=channel_id, campaign_id=campaign_id)
-    return check_window(window, filters, memory, max_pending)
+#: What a sensor or trigger names to wait for: the arguments of :meth:`CheckTarget.resolve`.
+TARGET_FIELDS = ("conversation_ids", "date_from", "date_to", "channel_id", "campaign_id", "max_pending")
 
 
-def run_sync(check: Check, hook: Any) -> Completion:
-    """Drive a check with ``AuralytikHook``'s sync methods (sensor)."""
-    step: Call | Completion = _send(check, None)  # a check may have nothing to ask (ids known completed)
-    while not isinstance(step, Completion):
-        try:
-            answer = answer_sync(hook, step)
-        except Exception as exc:
-            step = _throw(check, exc)
-        else:
-            step = _send(check, answer)
-    return step
+@dataclass(frozen=True)
+class CheckTarget:
+    """
+    What a check waits for, checked before any request: the conversations named by id, else those of a
+    window (with its filters); done when at most ``max_pending`` of them are not completed.
+
+    The sensor resolves its rendered values once (:meth:`resolve`) and hands the trigger the plain
+    values (:meth:`as_dict`), which the trigger resolves again.
+
+    :param conversation_ids: The conversations to wait for, or ``None`` for the window's.
+    :param window: The window (when no ids are named).
+    :param filters: The window's filters.
+    :param max_pending: How many may still be not completed.
+    """
+
+    conversation_ids: list[str] | None
+    window: DateWindow | None
+    filters: ConversationFilters = field(default_factory=ConversationFilters)
+    max_pending: int = 0
+
+    @classmethod
+    def resolve(cls, values: dict[str, Any]) -> CheckTarget:
+        """
+        The target named by ``values`` (keys among :data:`TARGET_FIELDS`: ``conversation_ids``, else
+        ``date_from``/``date_to`` and the ``channel_id``/``campaign_id`` filters; ``max_pending``);
+        a bad value raises ``ValueError`` naming its parameter.
+
+        :param values: Rendered values, as a sensor holds them or :meth:`as_dict` gave them.
+        """
+        unknown = values.keys() - set(TARGET_FIELDS)
+        if unknown:
+            raise TypeError(f"unexpected target arguments: {', '.join(sorted(unknown))}")
+        max_pending = check_max_pending(values.get("max_pending", 0))
+        ids = check_conversation_ids(values.get("conversation_ids"))
+        if ids is not None:
+            return cls(ids, None, max_pending=max_pending)
+        filters = {name: values.get(name) for name in ("channel_id", "campaign_id")}
+        for name, value in filters.items():
+            check_filter(name, value)
+        window = DateWindow.resolve(values.get("date_from"), values.get("date_to"))
+        return cls(None, window, ConversationFilters(**filters), max_pending)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (a trigger's arguments) that :meth:`resolve` takes back."""
+        if self.window is None:
+            return {"conversation_ids": self.conversation_ids, "max_pending": self.max_pending}
+        return {
+            **self.window.as_dict(),
+            "channel_id": self.filters.channel_id or None,
+            "campaign_id": self.filters.campaign_id or None,
+            "max_pending": self.max_pending,
+        }
+
+    def check(self, memory: CheckMemory) -> Check:
+        """One check of the target (an empty list of ids names nothing to wait for: done at once).
+
+        :param memory: What the waiter remembers between checks.
+        """
+        if self.window is None:
+            return check_ids(self.conversation_ids or [], memory, self.max_pending)
+        return check_window(self.window, self.filters, memory, self.max_pending)
 
 
-async def run_async(check: Check, hook: Any) -> Completion:
-    """Drive a check with ``AuralytikHook``'s async methods (trigger)."""
-    step: Call | Completion = _send(check, None)
-    while not isinstance(step, Completion):
-        try:
-            answer = await answer_async(hook, step)
-        except Exception as exc:
-            step = _throw(check, exc)
-        else:
-            step = _send(check, answer)
-    return step
+def build_check(memory: CheckMemory, **target: Any) -> Check:
+    """
+    The check for what a sensor names (its ``conversation_ids`` if given, else its window): done when at
+    most ``max_pending`` of them are not completed. Invalid arguments raise before any request.
+
+    :param memory: What the waiter remembers between checks.
+    :param target: The keyword arguments :meth:`CheckTarget.resolve` takes (:data:`TARGET_FIELDS`).
+    """
+    return CheckTarget.resolve(target).check(memory)
 
 
-def _send(check: Check, answer: Any) -> Call | Completion:
-    try:
-        return check.send(answer)
-    except StopIteration as stop:
-        return stop.value
+def run_sync(check: Check, hook: ConversationsApi) -> CheckResult:
+    """
+    Drive a check with the hook's sync methods (sensor).
+
+    :param check: A check (see :func:`build_check`).
+    :param hook: ``AuralytikHook``, or anything with its :class:`ConversationsApi` methods.
+    """
+    return run(check, functools.partial(make_call, hook))
 
 
-def _throw(check: Check, exc: Exception) -> Call | Completion:
-    """Hand a failed call to the check, which may explain it better (an unknown id)."""
-    try:
-        return check.throw(exc)
-    except StopIteration as stop:
-        return stop.value
+async def run_async(check: Check, hook: ConversationsApi) -> CheckResult:
+    """
+    Drive a check with the hook's async methods (trigger).
+
+    :param check: A check (see :func:`build_check`).
+    :param hook: ``AuralytikHook``, or anything with its :class:`ConversationsApi` methods.
+    """
+    return await arun(check, functools.partial(make_call, hook, asynchronous=True))
+
+
+#: Names of 0.1, kept working until 1.0: ``Completion`` read as auto-completion.
+_RENAMED = {"Completion": "CheckResult", "CompletionMemory": "CheckMemory"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(f"{name} is now {__name__}.{new}: import that name.", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

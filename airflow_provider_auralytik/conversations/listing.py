@@ -30,25 +30,39 @@ answer; one that does not is looked up: gone (404) or no longer matching the fil
 there means the server did not honour the bounds (e.g. fractions of a second), and the listing
 fails rather than skip it. Items outside the bounds asked for fail the same way.
 
-The listing is written once, sans I/O, one piece at a time (:func:`_list_piece` yields the calls
-a piece needs and returns what it holds or how it is cut). :func:`list_window` lists the pieces one
-after the other: :class:`WindowListing` drives it with the hook's sync methods, the completion check
-(:mod:`~airflow_provider_auralytik.conversations.completed_check`) inside its own generator. :func:`alist_window`
-lists them concurrently on an event loop once the first answer has cut the window, in the same
-order (:meth:`WindowListing.alist`, the export's way).
+The listing is written once, sans I/O (the protocol: :mod:`~airflow_provider_auralytik.conversations.sansio`),
+one piece at a time (:func:`_list_piece` yields the calls a piece needs and returns what it holds or
+how it is cut). :func:`list_window` lists the pieces one after the other: :class:`WindowListing`
+drives it with the hook's sync methods, the completed check
+(:mod:`~airflow_provider_auralytik.conversations.completed_check`) inside its own generator.
+:func:`alist_window` lists them concurrently on an event loop once the first answer has cut the
+window, in the same order (:meth:`WindowListing.alist`, the export's way).
+
+The API's page-size rule is here, once: :data:`MAX_PAGE_SIZE` and :func:`check_page_size`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from airflow_provider_auralytik.conversations.sansio import (
+    Call,
+    ConversationCall,
+    ConversationsApi,
+    PageCall,
+    answered,
+    arun,
+    make_call,
+    relay,
+)
 from airflow_provider_auralytik.conversations.window import (
     DateWindow,
     created_at,
@@ -57,9 +71,8 @@ from airflow_provider_auralytik.conversations.window import (
     parse_instant,
 )
 
-if TYPE_CHECKING:
-    from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
-
+#: The API's largest page: ``page_size`` runs from 1 to this.
+MAX_PAGE_SIZE = 100
 #: Aim each piece at this share of a page, so random variation rarely overflows it.
 FILL = 0.75
 #: The most pieces one full page is cut into, whatever the count says.
@@ -83,6 +96,16 @@ class ListingError(ValueError):
 
 class CrowdedInstantError(ListingError):
     """More conversations than a page share one ``createdAt`` instant."""
+
+
+def check_page_size(page_size: Any) -> int:
+    """``page_size`` itself if it is an integer from 1 to :data:`MAX_PAGE_SIZE`; anything else raises.
+
+    :param page_size: Conversations per listing request, as a caller gave it.
+    """
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, not {page_size!r}.")
+    return page_size
 
 
 def check_filter(name: str, value: Any, *, resolved: bool = True) -> None:
@@ -128,48 +151,17 @@ class ConversationFilters:
         return all(not v or conversation.get(fields[k]) == v for k, v in self.query().items())
 
 
-# -- the calls a sans-I/O listing or check asks its driver to make --------------------------------
-
-
-@dataclass(frozen=True)
-class PageCall:
-    """Ask for one listing page (keyword arguments of ``AuralytikHook.get_conversations_page``)."""
-
-    query: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ConversationCall:
-    """Ask for one conversation by id."""
-
-    conversation_id: str
-
-
-Call = PageCall | ConversationCall
+# -- the steps of a sans-I/O listing (calls: see conversations.sansio) -------------------------------
 
 
 @dataclass(frozen=True)
 class Found:
-    """Conversations the listing is sure of: one piece, in ``createdAt`` order."""
+    """A step that is not a call: conversations the listing is sure of, one piece, in ``createdAt`` order."""
 
     conversations: list[dict[str, Any]]
 
 
 Steps = Generator[Call | Found, Any, None]
-
-
-def answer_sync(hook: Any, call: Call) -> Any:
-    """Make one call with ``AuralytikHook``'s sync methods."""
-    if isinstance(call, PageCall):
-        return hook.get_conversations_page(**call.query)
-    return hook.get_conversation(call.conversation_id)
-
-
-async def answer_async(hook: Any, call: Call) -> Any:
-    """Make one call with ``AuralytikHook``'s async methods (triggers)."""
-    if isinstance(call, PageCall):
-        return await hook.aget_conversations_page(**call.query)
-    return await hook.aget_conversation(call.conversation_id)
 
 
 # -- the listing -----------------------------------------------------------------------------------
@@ -310,12 +302,17 @@ def list_window(
     window: DateWindow,
     filters: ConversationFilters | None = None,
     *,
-    page_size: int = 100,
+    page_size: int = MAX_PAGE_SIZE,
     stats: ListingStats | None = None,
 ) -> Steps:
     """
     The listing of ``window``, sans I/O: yields :class:`PageCall`/:class:`ConversationCall` (send
     the answer back, or throw the error) and :class:`Found` pieces in time order (send ``None``).
+
+    :param window: The half-open window on ``createdAt``.
+    :param filters: The listing filters (none by default).
+    :param page_size: Conversations per request.
+    :param stats: Where to count requests and learn the server's counts (a new one by default).
     """
     filters = filters or ConversationFilters()
     stats = stats if stats is not None else ListingStats()
@@ -374,7 +371,7 @@ async def alist_window(
     answer: Callable[[Call], Awaitable[Any]],
     filters: ConversationFilters | None = None,
     *,
-    page_size: int = 100,
+    page_size: int = MAX_PAGE_SIZE,
     stats: ListingStats | None = None,
     ahead: int = 1,
 ) -> AsyncIterator[dict[str, Any]]:
@@ -386,6 +383,13 @@ async def alist_window(
     ``ahead`` pieces not yet listed are asked for concurrently (``answer`` makes one call; how many
     run at once is its business). Conversations come in order, so those of a later piece wait for
     the earlier ones: at most ``ahead`` pieces (``ahead`` x ``page_size`` conversations) are held.
+
+    :param window: The half-open window on ``createdAt``.
+    :param answer: Makes one call (awaitable), e.g. ``functools.partial(make_call, hook, asynchronous=True)``.
+    :param filters: The listing filters (none by default).
+    :param page_size: Conversations per request.
+    :param stats: Where to count requests and learn the server's counts (a new one by default).
+    :param ahead: How many pieces may be listed at once.
     """
     filters = filters or ConversationFilters()
     stats = stats if stats is not None else ListingStats()
@@ -397,7 +401,7 @@ async def alist_window(
             for i in range(min(ahead, len(queue))):
                 head = queue[i]
                 if isinstance(head, _Piece):
-                    queue[i] = asyncio.ensure_future(_drive(_list_piece(head, filters, page_size, stats), answer))
+                    queue[i] = asyncio.ensure_future(arun(_list_piece(head, filters, page_size, stats), answer))
             task = queue[0]
             assert isinstance(task, asyncio.Task)
             outcome = await task
@@ -413,22 +417,6 @@ async def alist_window(
                 if entry.done() and not entry.cancelled():
                     entry.exception()  # a later piece's error, superseded by the one raised
                 entry.cancel()
-
-
-async def _drive(steps: Generator[Call, Any, Found | list[_Piece]], answer: Callable[[Call], Awaitable[Any]]) -> Any:
-    """Run one sans-I/O piece with async answers; its return value."""
-    value: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            call = steps.throw(error) if error is not None else steps.send(value)
-        except StopIteration as stop:
-            return stop.value
-        value, error = None, None
-        try:
-            value = await answer(call)
-        except Exception as exc:  # handed to the piece, which may know better (a 404)
-            error = exc
 
 
 def _verify(
@@ -464,18 +452,22 @@ class WindowListing:
 
     ``estimated_total`` is known after the first request (the server's count for the window, its
     margins included: a hint only) and ``requests`` counts what was sent: progress logs use both.
+
+    :param hook: Makes the calls (``AuralytikHook``, or anything with its :class:`ConversationsApi` methods).
+    :param window: The half-open window on ``createdAt``.
+    :param filters: The listing filters (none by default).
+    :param page_size: Conversations per request, 1 to :data:`MAX_PAGE_SIZE`.
     """
 
     def __init__(
         self,
-        hook: AuralytikHook,
+        hook: ConversationsApi,
         window: DateWindow,
         filters: ConversationFilters | None = None,
         *,
-        page_size: int = 100,
+        page_size: int = MAX_PAGE_SIZE,
     ) -> None:
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
-            raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
+        check_page_size(page_size)
         self.hook = hook
         self.window = window
         self.filters = filters or ConversationFilters()
@@ -493,27 +485,10 @@ class WindowListing:
     def alist(self, *, ahead: int) -> AsyncIterator[dict[str, Any]]:
         """The same conversations with the hook's async methods, ``ahead`` pieces listed at once
         (see :func:`alist_window`); iterate it on one event loop."""
-        hook = self.hook
-
-        async def answer(call: Call) -> Any:
-            return await answer_async(hook, call)
-
+        answer = functools.partial(make_call, self.hook, asynchronous=True)
         return alist_window(self.window, answer, self.filters, page_size=self.page_size, stats=self.stats, ahead=ahead)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         steps = list_window(self.window, self.filters, page_size=self.page_size, stats=self.stats)
-        answer: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = steps.throw(error) if error is not None else steps.send(answer)
-            except StopIteration:
-                return
-            answer, error = None, None
-            if isinstance(step, Found):
-                yield from step.conversations
-                continue
-            try:
-                answer = answer_sync(self.hook, step)
-            except Exception as exc:  # handed to the listing, which may know better (a 404)
-                error = exc
+        for piece in relay(steps, answered(functools.partial(make_call, self.hook))):
+            yield from piece.conversations

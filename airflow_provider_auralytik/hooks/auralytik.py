@@ -28,9 +28,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_auralytik import DOCS_URL, __version__, connection_form_widgets, ui_field_behaviour
-from airflow_provider_auralytik._compat import AirflowException, AirflowNotFoundException, BaseHook, aget_connection
-from airflow_provider_auralytik.conversations.listing import ConversationFilters, WindowListing, check_filter
+from airflow_provider_auralytik._compat import AirflowNotFoundException, BaseHook, aget_connection
+from airflow_provider_auralytik.conversations.listing import (
+    MAX_PAGE_SIZE,
+    ConversationFilters,
+    WindowListing,
+    check_filter,
+    check_page_size,
+)
 from airflow_provider_auralytik.conversations.window import DateWindow, format_instant, parse_instant
+from airflow_provider_auralytik.exceptions import (
+    AuralytikApiError,
+    AuralytikAuthError,
+    AuralytikNotFoundError,
+    AuralytikUnavailableError,
+)
 from airflow_provider_auralytik.hooks.pacing import BudgetExhausted, Pacer, RequestBudget, RetryLimits, pacer_for
 from airflow_provider_auralytik.utils.concurrency import Gate
 
@@ -42,8 +54,26 @@ if TYPE_CHECKING:
 
     from airflow_provider_auralytik.hooks.transport import AsyncHttpPool
 
+__all__ = [  # the errors and MAX_PAGE_SIZE are re-exported: their published import path
+    "DEFAULT_BASE_URL",
+    "LISTING_EARLIEST",
+    "LISTING_LATEST",
+    "MAX_PAGE_SIZE",
+    "USER_AGENT",
+    "ApiRequest",
+    "AuralytikApiError",
+    "AuralytikAuthError",
+    "AuralytikHook",
+    "AuralytikNotFoundError",
+    "AuralytikUnavailableError",
+    "HookSettings",
+    "conversation_request",
+    "conversations_page_request",
+    "interpret_response",
+    "messages_request",
+]
+
 DEFAULT_BASE_URL = "https://api.auralytik.com/v1"
-MAX_PAGE_SIZE = 100
 #: The bounds of ``list_conversations`` when ``date_from``/``date_to`` are left open.
 LISTING_EARLIEST = "1970-01-01T00:00:00Z"
 LISTING_LATEST = "2100-01-01T00:00:00Z"
@@ -53,29 +83,8 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors
+# Transient faults (the errors callers catch are in airflow_provider_auralytik.exceptions)
 # ---------------------------------------------------------------------------------------------
-
-
-class AuralytikApiError(AirflowException):
-    """The API answered with an error, or could not be reached within the retry budget."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class AuralytikAuthError(AuralytikApiError):
-    """401/403: the API key is missing, wrong, or lacks the ``conversations:read`` scope."""
-
-
-class AuralytikNotFoundError(AuralytikApiError):
-    """404: the conversation (or the API path) does not exist."""
-
-
-class AuralytikUnavailableError(AuralytikApiError):
-    """Transient faults (5xx, dropped connections, timeouts) outlived ``max_retries``, or 429s
-    outlasted ``rate_limit_max_wait``."""
 
 
 class _Retryable(Exception):
@@ -232,8 +241,7 @@ def conversations_page_request(
     date_to: datetime | str | None = None,
 ) -> ApiRequest:
     """Describe ``GET /conversations`` for one page; invalid arguments raise before anything is sent."""
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise ValueError(f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}, not {page_size!r}.")
+    check_page_size(page_size)
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValueError(f"page must be a positive integer, not {page!r}.")
     for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id), ("status", status)):

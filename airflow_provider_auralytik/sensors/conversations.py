@@ -8,22 +8,27 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik._compat import AirflowException, BaseSensorOperator, conf
-from airflow_provider_auralytik.conversations.completed_check import check_conversation_ids, check_max_pending
+from airflow_provider_auralytik.conversations.completed_check import (
+    TARGET_FIELDS,
+    CheckTarget,
+    check_conversation_ids,
+    check_max_pending,
+)
 from airflow_provider_auralytik.conversations.listing import check_filter
 from airflow_provider_auralytik.conversations.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
-    DateWindow,
     explain_missing_data_interval,
 )
-from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
+from airflow_provider_auralytik.exceptions import AuralytikUnavailableError
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
 
 if TYPE_CHECKING:
     import jinja2
 
     from airflow_provider_auralytik._compat import Context
-    from airflow_provider_auralytik.conversations.completed_check import Check, CompletionMemory
+    from airflow_provider_auralytik.conversations.completed_check import Check, CheckMemory
 
 
 class AuralytikConversationsCompletedSensor(BaseSensorOperator):
@@ -36,8 +41,10 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
     number of conversations in it. An unknown conversation id fails at once.
 
     :param conversation_ids: Conversation ids (templated). When given, the window is not used.
-    :param date_from: / :param date_to: The window (templated).
-    :param channel_id: / :param campaign_id: Filters of the window (templated).
+    :param date_from: Start of the window, included (templated; default: the run's data interval start).
+    :param date_to: End of the window, excluded (templated; default: the run's data interval end).
+    :param channel_id: Filter of the window (templated).
+    :param campaign_id: Filter of the window (templated).
     :param max_pending: Done when at most this many conversations are not completed yet (default 0: all
         must be). The pending count and a few ids are logged; the exports then list those conversations
         as pending, and ``AuralytikCatchUpOperator`` brings them in once they complete.
@@ -89,43 +96,30 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
         return AuralytikHook(self.auralytik_conn_id)
 
     @cached_property
-    def _memory(self) -> CompletionMemory:
-        from airflow_provider_auralytik.conversations.completed_check import CompletionMemory
+    def _memory(self) -> CheckMemory:
+        from airflow_provider_auralytik.conversations.completed_check import CheckMemory
 
-        return CompletionMemory()
+        return CheckMemory()
 
-    def _target(self) -> dict[str, Any]:
-        """What to wait for, as plain values (shared by the poke and the trigger); checked before any request."""
-        ids = check_conversation_ids(self.conversation_ids)
-        if ids is not None:
-            return {"conversation_ids": ids, "max_pending": self.max_pending}
-        for name in ("channel_id", "campaign_id"):
-            check_filter(name, getattr(self, name))
-        window = DateWindow.resolve(self.date_from, self.date_to)
-        return {
-            **window.as_dict(),
-            "channel_id": self.channel_id or None,
-            "campaign_id": self.campaign_id or None,
-            "max_pending": self.max_pending,
-        }
+    def _target(self) -> CheckTarget:
+        """What to wait for (shared by the poke and the trigger), checked before any request."""
+        return CheckTarget.resolve({name: getattr(self, name) for name in TARGET_FIELDS})
 
     def _check(self) -> Check:
-        from airflow_provider_auralytik.conversations.completed_check import build_check
-
-        return build_check(self._memory, **self._target())
+        return self._target().check(self._memory)
 
     def poke(self, context: Context) -> bool:
         from airflow_provider_auralytik.conversations.completed_check import run_sync
 
         try:
-            completion = run_sync(self._check(), self.hook)
+            result = run_sync(self._check(), self.hook)
         except AuralytikUnavailableError as exc:
             # Still failing after the hook's retries (an outage): poke again later, as the trigger
             # does. Anything refused (a key, an id, a request) raises: asking again will not help.
             self.log.warning("%s Poking again later.", exc)
             return False
-        self.log.info("%s", completion.describe(ids=True))
-        return completion.done
+        self.log.info("%s", result.describe(ids=True))
+        return result.done
 
     def execute(self, context: Context) -> Any:
         self._target()  # rendered values checked before the first request, in every mode
@@ -137,7 +131,7 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
             trigger=AuralytikConversationsCompletedTrigger(
                 auralytik_conn_id=self.auralytik_conn_id,
                 poll_interval=self.poke_interval,
-                **self._target(),
+                **self._target().as_dict(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),

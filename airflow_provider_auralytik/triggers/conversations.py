@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow_provider_auralytik._compat import AirflowException, BaseTrigger, TriggerEvent
-from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
+from airflow_provider_auralytik.exceptions import AuralytikUnavailableError
+from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
 
 
 class AuralytikConversationsCompletedTrigger(BaseTrigger):
@@ -23,8 +24,10 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
 
     :param auralytik_conn_id: Connection of type ``auralytik``.
     :param conversation_ids: The conversations to wait for; or else the window below.
-    :param date_from: / :param date_to: The half-open window on ``createdAt`` (ISO 8601 strings).
-    :param channel_id: / :param campaign_id: Filters of the window.
+    :param date_from: Start of the half-open window on ``createdAt``, included (ISO 8601).
+    :param date_to: End of the window, excluded (ISO 8601).
+    :param channel_id: Filter of the window.
+    :param campaign_id: Filter of the window.
     :param max_pending: Fire when at most this many conversations are not completed (default 0).
     :param poll_interval: Seconds between checks.
     """
@@ -67,23 +70,20 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_auralytik.conversations.completed_check import CompletionMemory, build_check, run_async
+        from airflow_provider_auralytik.conversations.completed_check import (
+            TARGET_FIELDS,
+            CheckMemory,
+            CheckTarget,
+            run_async,
+        )
 
         hook = AuralytikHook(self.auralytik_conn_id)
-        memory = CompletionMemory()
+        memory = CheckMemory()
         try:
             while True:
                 try:
-                    check = build_check(
-                        memory,
-                        conversation_ids=self.conversation_ids,
-                        date_from=self.date_from,
-                        date_to=self.date_to,
-                        channel_id=self.channel_id,
-                        campaign_id=self.campaign_id,
-                        max_pending=self.max_pending,
-                    )
-                    completion = await run_async(check, hook)
+                    target = CheckTarget.resolve({name: getattr(self, name) for name in TARGET_FIELDS})
+                    result = await run_async(target.check(memory), hook)
                 except AuralytikUnavailableError as exc:  # an outage past the retries: poll again
                     self.log.warning("%s Polling again in %g s.", exc, self.poll_interval)
                 except (AirflowException, ValueError) as exc:
@@ -91,11 +91,11 @@ class AuralytikConversationsCompletedTrigger(BaseTrigger):
                     yield TriggerEvent({"status": "error", "message": str(exc), "pending": None, "total": None})
                     return
                 else:
-                    event = {"message": completion.describe(ids=True), "pending": completion.pending}
-                    if completion.done:
-                        yield TriggerEvent({"status": "success", **event, "total": completion.total})
+                    event = {"message": result.describe(ids=True), "pending": result.pending}
+                    if result.done:
+                        yield TriggerEvent({"status": "success", **event, "total": result.total})
                         return
-                    self.log.info("%s Checking again in %g s.", completion.describe(ids=True), self.poll_interval)
+                    self.log.info("%s Checking again in %g s.", result.describe(ids=True), self.poll_interval)
                 await asyncio.sleep(self.poll_interval)
         finally:
             await hook.aclose()

@@ -20,8 +20,8 @@ import requests_mock
 from airflow_provider_auralytik.conversations.completed_check import (
     COMPLETED,
     Check,
-    Completion,
-    CompletionMemory,
+    CheckResult,
+    CheckMemory,
     ConversationCall,
     PageCall,
     build_check,
@@ -118,10 +118,10 @@ class FakeApi:
                 return c
         raise AuralytikNotFoundError(f"GET /conversations/{call.conversation_id} failed with HTTP 404", status=404)
 
-    def run(self, check: Check) -> Completion:
+    def run(self, check: Check) -> CheckResult:
         """Drive ``check`` to its end, answering each call (a 404 is thrown into the check)."""
         self.calls = []
-        result: Completion | None = None
+        result: CheckResult | None = None
         try:
             call = next(check)
             while True:
@@ -133,15 +133,15 @@ class FakeApi:
                     call = check.send(answer)
         except StopIteration as stop:
             result = stop.value
-        assert isinstance(result, Completion)
-        assert result.requests == len(self.calls), "Completion.requests must count what was asked"
+        assert isinstance(result, CheckResult)
+        assert result.requests == len(self.calls), "CheckResult.requests must count what was asked"
         return result
 
     def set_status(self, cid: str, status: str) -> None:
         next(c for c in self.conversations if c["id"] == cid)["status"] = status
 
 
-def window_check(memory: CompletionMemory, filters: ConversationFilters = NO_FILTERS) -> Check:
+def window_check(memory: CheckMemory, filters: ConversationFilters = NO_FILTERS) -> Check:
     return check_window(WINDOW, filters, memory)
 
 
@@ -161,15 +161,15 @@ BOUNDS_RULES = pytest.mark.parametrize(
 @pytest.mark.parametrize(
     ("completion", "text"),
     [
-        (Completion(pending=37, total=412, requests=2), "37 of 412 conversations not completed yet."),
-        (Completion(pending=3, total=None, requests=2), "3 conversations not completed yet."),
-        (Completion(pending=3, total=None, requests=1, at_least=True), "At least 3 conversations not completed yet."),
-        (Completion(pending=0, total=412, requests=2), "All 412 conversations are completed."),
-        (Completion(pending=0, total=None, requests=2), "All conversations are completed."),
-        (Completion(pending=0, total=0, requests=1), "All 0 conversations are completed."),
+        (CheckResult(pending=37, total=412, requests=2), "37 of 412 conversations not completed yet."),
+        (CheckResult(pending=3, total=None, requests=2), "3 conversations not completed yet."),
+        (CheckResult(pending=3, total=None, requests=1, at_least=True), "At least 3 conversations not completed yet."),
+        (CheckResult(pending=0, total=412, requests=2), "All 412 conversations are completed."),
+        (CheckResult(pending=0, total=None, requests=2), "All conversations are completed."),
+        (CheckResult(pending=0, total=0, requests=1), "All 0 conversations are completed."),
     ],
 )
-def test_describe(completion: Completion, text: str) -> None:
+def test_describe(completion: CheckResult, text: str) -> None:
     assert completion.describe() == text
     assert completion.done is (completion.pending == 0)
 
@@ -181,7 +181,7 @@ def test_describe(completion: Completion, text: str) -> None:
 
 def test_small_window_is_decided_from_the_data_in_one_request() -> None:
     api = FakeApi(spread("c", 30, pending=3))
-    completion = api.run(window_check(CompletionMemory()))
+    completion = api.run(window_check(CheckMemory()))
 
     assert (completion.pending, completion.total, completion.requests) == (3, 30, 1)
     assert sorted(completion.examples) == ["c00000", "c00001", "c00002"]
@@ -207,16 +207,16 @@ def test_small_window_edges_are_exact(from_inclusive: bool, to_inclusive: bool) 
         conv("before_start", START - timedelta(milliseconds=500), "active"),
     ]
     api = FakeApi([*spread("c", 10), *outside], from_inclusive, to_inclusive)
-    completion = api.run(window_check(CompletionMemory()))
+    completion = api.run(window_check(CheckMemory()))
     assert (completion.done, completion.total, completion.requests) == (True, 10, 1)
 
     api.conversations.append(conv("at_start", START, "active"))  # date_from is included: must count
-    completion = api.run(window_check(CompletionMemory()))
+    completion = api.run(window_check(CheckMemory()))
     assert (completion.pending, completion.total, completion.examples) == (1, 11, ("at_start",))
 
 
 def test_small_window_empty_is_done() -> None:
-    completion = FakeApi([]).run(window_check(CompletionMemory()))
+    completion = FakeApi([]).run(window_check(CheckMemory()))
     assert (completion.done, completion.total, completion.requests) == (True, 0, 1)
 
 
@@ -230,14 +230,14 @@ def test_pending_on_the_first_page_is_not_done_in_one_request() -> None:
     inside = spread("c", 412)
     for c in inside[-5:]:  # the newest: on the first page of a newest-first listing
         c["status"] = "active"
-    completion = FakeApi(inside).run(window_check(CompletionMemory()))
+    completion = FakeApi(inside).run(window_check(CheckMemory()))
     assert (completion.done, completion.pending, completion.at_least, completion.requests) == (False, 5, True, 1)
     assert completion.describe() == "At least 5 conversations not completed yet."
 
 
 def test_pending_off_the_first_page_is_found_by_a_status_page() -> None:
     api = FakeApi(spread("c", 412, pending=37))  # the oldest are active: not on the first page
-    completion = api.run(window_check(CompletionMemory()))
+    completion = api.run(window_check(CheckMemory()))
     assert (completion.done, completion.requests) == (False, 2)
     probe = api.calls[1]
     assert isinstance(probe, PageCall)
@@ -246,7 +246,7 @@ def test_pending_off_the_first_page_is_found_by_a_status_page() -> None:
 
 def test_all_completed_is_verified_by_an_exact_listing() -> None:
     api = FakeApi(spread("c", 412))
-    completion = api.run(window_check(CompletionMemory()))
+    completion = api.run(window_check(CheckMemory()))
     assert (completion.done, completion.total) == (True, 412)
     assert 2 + 412 / 100 < completion.requests <= 2 + 2 * (412 / 75 + 1)
     assert all(isinstance(c, PageCall) and c.query["page"] == 1 for c in api.calls)
@@ -260,7 +260,7 @@ def test_never_fooled_into_done_whatever_the_count_says(count_mode: str) -> None
     for c in inside[:3]:
         c["status"] = "escalated"
     api = FakeApi(inside, count_mode=count_mode)
-    memory = CompletionMemory()
+    memory = CheckMemory()
     first = api.run(window_check(memory))
     assert (first.done, first.pending, first.total) == (False, 3, 412)
     assert sorted(first.examples) == ["c00000", "c00001", "c00002"]
@@ -277,7 +277,7 @@ def test_never_fooled_into_done_whatever_the_count_says(count_mode: str) -> None
 @pytest.mark.parametrize("count_mode", TOTAL_COUNT_MODES)
 def test_active_inside_never_done_under_any_count(count_mode: str) -> None:
     api = FakeApi(spread("c", 412, pending=3), count_mode=count_mode)
-    completion = api.run(window_check(CompletionMemory()))
+    completion = api.run(window_check(CheckMemory()))
     assert not completion.done
 
 
@@ -285,14 +285,14 @@ def test_active_inside_never_done_under_any_count(count_mode: str) -> None:
 def test_large_window_not_completed_just_outside_does_not_block(from_inclusive: bool, to_inclusive: bool) -> None:
     outside = [conv("m_end", END, "active"), conv("m_start", START - timedelta(milliseconds=300), "active")]
     api = FakeApi([*spread("c", 412), *outside], from_inclusive, to_inclusive)
-    completion = api.run(window_check(CompletionMemory()))
+    completion = api.run(window_check(CheckMemory()))
     assert (completion.done, completion.total) == (True, 412)
 
 
 @BOUNDS_RULES
 def test_large_window_not_completed_exactly_at_date_from_blocks(from_inclusive: bool, to_inclusive: bool) -> None:
     api = FakeApi([*spread("c", 412), conv("at_start", START, "pending")], from_inclusive, to_inclusive)
-    completion = api.run(window_check(CompletionMemory()))
+    completion = api.run(window_check(CheckMemory()))
     assert (completion.done, completion.examples) == (False, ("at_start",))
 
 
@@ -301,25 +301,25 @@ def test_crowded_instant_next_to_the_window_fails_clearly() -> None:
     # microsecond on a server whose dateTo is inclusive; the check says so rather than guess.
     api = FakeApi([*spread("c", 300), *(conv(f"e{i:03d}", END, "active") for i in range(150))])
     with pytest.raises(CrowdedInstantError, match="2024-01-16T00:00:00Z"):
-        api.run(window_check(CompletionMemory()))
+        api.run(window_check(CheckMemory()))
 
 
 def test_filters_go_into_every_request() -> None:
     others = [conv(f"w{i:03d}", START + timedelta(minutes=i + 1), "active", channelId="ch_web") for i in range(50)]
     api = FakeApi([*spread("c", 300), *others])
-    completion = api.run(window_check(CompletionMemory(), filters=ConversationFilters(channel_id="ch_sms")))
+    completion = api.run(window_check(CheckMemory(), filters=ConversationFilters(channel_id="ch_sms")))
     assert completion.done
     assert all(isinstance(c, PageCall) and c.query["channel_id"] == "ch_sms" for c in api.calls)
 
     api.conversations.append(conv("late", START + timedelta(hours=3), "active", channelId="ch_sms"))
-    completion = api.run(window_check(CompletionMemory(), filters=ConversationFilters(channel_id="ch_sms")))
+    completion = api.run(window_check(CheckMemory(), filters=ConversationFilters(channel_id="ch_sms")))
     assert completion.pending == 1
 
 
 def test_waiting_cost_does_not_grow_with_the_window() -> None:
     for size in (150, 1_500, 5_000):
         api = FakeApi(spread("c", size, pending=size // 10))
-        memory = CompletionMemory()
+        memory = CheckMemory()
         assert api.run(window_check(memory)).requests <= 2
         assert api.run(window_check(memory)).requests <= 2
 
@@ -333,7 +333,7 @@ def test_created_at_that_cannot_be_placed_fails_naming_id_and_value(created: Any
     page = {"data": [bad, *spread("c", 3)], "page": 1, "pageSize": 100, "totalCount": 4}
     api.page = lambda **query: page  # type: ignore[method-assign]  # a server answering a bad createdAt
     with pytest.raises(ValueError, match="conv_bad") as info:
-        api.run(window_check(CompletionMemory()))
+        api.run(window_check(CheckMemory()))
     assert f"createdAt={shown}" in str(info.value)
 
 
@@ -344,7 +344,7 @@ def test_created_at_that_cannot_be_placed_fails_naming_id_and_value(created: Any
 
 def test_check_ids_fetches_each_id_once_and_remembers_completed_ones() -> None:
     api = FakeApi([conv("a", START), conv("b", START, "active"), conv("c", START)])
-    memory = CompletionMemory()
+    memory = CheckMemory()
 
     first = api.run(check_ids(["a", "b", "a", "c"], memory))
     assert (first.pending, first.total, first.examples, first.requests) == (1, 3, ("b",), 3)
@@ -366,7 +366,7 @@ def test_check_ids_fetches_each_id_once_and_remembers_completed_ones() -> None:
 def test_check_ids_unknown_id_raises_a_clear_error() -> None:
     api = FakeApi([conv("a", START)])
     with pytest.raises(AuralytikNotFoundError, match="'conv_missing'") as info:
-        api.run(check_ids(["a", "conv_missing"], CompletionMemory()))
+        api.run(check_ids(["a", "conv_missing"], CheckMemory()))
     assert info.value.status == 404
     assert "conversation_ids" in str(info.value)
 
@@ -379,7 +379,7 @@ class NoCalls:
 
 
 def test_drivers_accept_a_check_with_nothing_to_ask() -> None:
-    memory = CompletionMemory(completed_ids={"a", "b"})
+    memory = CheckMemory(completed_ids={"a", "b"})
     completion = run_sync(check_ids(["a", "b"], memory), NoCalls())
     assert (completion.done, completion.total, completion.requests) == (True, 2, 0)
     completion = asyncio.run(run_async(check_ids(["b", "a"], memory), NoCalls()))
@@ -400,7 +400,7 @@ def test_run_sync_unknown_id_names_it(m: requests_mock.Mocker) -> None:
     m.get(f"{BASE}/conversations/conv_ok", json=conv("conv_ok", START))
     m.get(f"{BASE}/conversations/conv_404", status_code=404, json={"error": {"message": "not found"}})
     with pytest.raises(AuralytikNotFoundError) as info:
-        run_sync(check_ids(["conv_ok", "conv_404"], CompletionMemory()), AuralytikHook())
+        run_sync(check_ids(["conv_ok", "conv_404"], CheckMemory()), AuralytikHook())
     assert "'conv_404'" in str(info.value)
     assert "does not exist" in str(info.value)
     assert m.call_count == 2
@@ -420,7 +420,7 @@ def test_run_sync_window_over_http(m: requests_mock.Mocker) -> None:
         )
 
     m.get(f"{BASE}/conversations", json=listing)
-    memory = CompletionMemory()
+    memory = CheckMemory()
     completion = run_sync(build_check(memory, **dict[str, Any](WINDOW.as_dict())), AuralytikHook())
     assert (completion.pending, completion.total, completion.at_least) == (7, None, True)
     assert m.call_count == completion.requests == 2
@@ -437,20 +437,20 @@ def test_run_sync_window_over_http(m: requests_mock.Mocker) -> None:
 def test_build_check_prefers_ids_over_the_window() -> None:
     api = FakeApi([conv("a", START)])
     # The window would be refused (empty), but the ids are what is waited for.
-    check = build_check(CompletionMemory(), conversation_ids=["a"], date_from=START, date_to=START)
+    check = build_check(CheckMemory(), conversation_ids=["a"], date_from=START, date_to=START)
     assert api.run(check).done
     assert isinstance(api.calls[0], ConversationCall)
 
 
 def test_build_check_empty_window_is_refused() -> None:
     with pytest.raises(EmptyWindowError, match="CronDataIntervalTimetable"):
-        build_check(CompletionMemory(), date_from="2024-01-15T00:00:00Z", date_to="2024-01-15T00:00:00Z")
+        build_check(CheckMemory(), date_from="2024-01-15T00:00:00Z", date_to="2024-01-15T00:00:00Z")
     with pytest.raises(ValueError, match="no data interval"):
-        build_check(CompletionMemory(), date_from=None, date_to=END)
+        build_check(CheckMemory(), date_from=None, date_to=END)
 
 
 def test_build_check_passes_filters() -> None:
-    check = build_check(CompletionMemory(), date_from=START, date_to=END, channel_id="ch_x", campaign_id="camp_y")
+    check = build_check(CheckMemory(), date_from=START, date_to=END, channel_id="ch_x", campaign_id="camp_y")
     call = next(check)
     assert isinstance(call, PageCall)
     assert (call.query["channel_id"], call.query["campaign_id"]) == ("ch_x", "camp_y")
@@ -459,7 +459,7 @@ def test_build_check_passes_filters() -> None:
 
 def test_an_empty_list_of_ids_names_nothing_to_wait_for() -> None:
     api = FakeApi([conv("a", START, "active")])
-    completion = api.run(build_check(CompletionMemory(), conversation_ids=[], date_from=START, date_to=END))
+    completion = api.run(build_check(CheckMemory(), conversation_ids=[], date_from=START, date_to=END))
     assert completion.done
     assert api.calls == []
 
@@ -471,4 +471,4 @@ def test_an_empty_list_of_ids_names_nothing_to_wait_for() -> None:
 )
 def test_build_check_refuses_bad_conversation_ids_before_any_request(ids: Any) -> None:
     with pytest.raises(ValueError, match="conversation_ids must be a list of non-empty strings"):
-        build_check(CompletionMemory(), conversation_ids=ids)
+        build_check(CheckMemory(), conversation_ids=ids)

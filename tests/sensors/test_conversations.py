@@ -158,7 +158,7 @@ def test_window_defaults_to_the_data_interval() -> None:
             "params": {"channel": "ch_sms"},
         }
     )
-    assert s._target() == {
+    assert s._target().as_dict() == {
         "date_from": DATE_FROM,
         "date_to": DATE_TO,
         "channel_id": "ch_sms",

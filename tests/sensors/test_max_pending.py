@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_auralytik.conversations.completed_check import Completion
+from airflow_provider_auralytik.conversations.completed_check import CheckResult
 from airflow_provider_auralytik.sensors.conversations import AuralytikConversationsCompletedSensor
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
 from tests.fixtures.sandbox import MakeSandbox
@@ -77,7 +77,7 @@ def test_deferring_hands_max_pending_to_the_trigger():
     _, kwargs = trigger.serialize()
     assert kwargs["max_pending"] == 3
     assert AuralytikConversationsCompletedTrigger(**kwargs).max_pending == 3
-    target = sensor(max_pending=3)._target()
+    target = sensor(max_pending=3)._target().as_dict()
     assert target["max_pending"] == 3
 
 
@@ -112,13 +112,13 @@ async def test_the_trigger_with_max_pending_zero_still_waits_for_all(make_sandbo
 @pytest.mark.parametrize(
     ("completion", "text"),
     [
-        (Completion(0, 10, 1, max_pending=3), "All 10 conversations are completed."),
+        (CheckResult(0, 10, 1, max_pending=3), "All 10 conversations are completed."),
         (
-            Completion(2, 10, 1, ("a", "b"), max_pending=3),
+            CheckResult(2, 10, 1, ("a", "b"), max_pending=3),
             "2 of 10 conversations not completed yet: done, max_pending=3 allows them. Not completed: a, b.",
         ),
         (
-            Completion(7, None, 2, ("a", "b"), at_least=True, max_pending=3),
+            CheckResult(7, None, 2, ("a", "b"), at_least=True, max_pending=3),
             "At least 7 conversations not completed yet, more than max_pending=3. Not completed: a, b, ….",
         ),
     ],
