@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_auralytik.conversations.listing import MAX_PAGE_SIZE
 from airflow_provider_auralytik.conversations.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
@@ -176,7 +177,7 @@ class AuralytikCatchUpOperator(AuralytikBaseOperator):
         lookback: int = 3,
         date_from: datetime | str | None = DEFAULT_DATE_FROM,
         date_to: datetime | str | None = DEFAULT_DATE_TO,
-        page_size: int = 100,
+        page_size: int = MAX_PAGE_SIZE,
         max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
         max_concurrency: int = 16,
         pii_guard: str = "mask",

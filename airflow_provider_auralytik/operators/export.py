@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_auralytik.conversations.listing import check_filter
+from airflow_provider_auralytik.conversations.listing import MAX_PAGE_SIZE, check_filter, check_page_size
 from airflow_provider_auralytik.conversations.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, UTC, DateWindow
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
 from airflow_provider_auralytik.operators.common import (
@@ -106,7 +106,7 @@ class _AuralytikExportOperator(AuralytikBaseOperator):
         channel_id: str | None = None,
         campaign_id: str | None = None,
         status: str | None = None,
-        page_size: int = 100,
+        page_size: int = MAX_PAGE_SIZE,
         compression: str | None = "gzip",
         max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
         file_format: str = "jsonl",
@@ -117,8 +117,7 @@ class _AuralytikExportOperator(AuralytikBaseOperator):
         super().__init__(**kwargs)
         self.asset_alias = asset_alias
         register_asset_alias(self, asset_alias)
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
-            raise ValueError(f"page_size must be an integer from 1 to 100, not {page_size!r}.")
+        check_page_size(page_size)
         for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id), ("status", status)):
             check_filter(name, value, resolved=False)  # checked again once rendered, when execute() starts
         check_output_options(file_format, compression, max_records_per_part)
