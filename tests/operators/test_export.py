@@ -320,3 +320,30 @@ def test_parquet_takes_its_own_codecs_and_jsonl_does_not(tmp_path):
         conversations_op(tmp_path, compression="zstd")
     with pytest.raises(ValueError, match="file_format"):
         conversations_op(tmp_path, file_format="csv")
+
+
+def test_the_export_base_has_two_steps_a_subclass_overrides(api, tmp_path):
+    from airflow_provider_auralytik.operators.export import _AuralytikExportOperator
+
+    # Without its two steps an export cannot even be built: a missing one is found at DAG-parse time.
+    with pytest.raises(TypeError, match="_stream"):
+        _AuralytikExportOperator(task_id="half", destination=str(tmp_path))  # type: ignore[abstract]  # what the test shows
+
+    class IdsOnly(AuralytikExportConversationsOperator):
+        """Writes the listed ids only: the conversations export's stream, its own writing step."""
+
+        def _write(self, stream, listing, writer, progress):
+            for conversation in stream:
+                writer.write({"id": conversation["id"]})
+                progress.add()
+            return {"counts": {"conversations": writer.records_written}, "api_requests": listing.requests}
+
+    sandbox = api()
+    summary = IdsOnly(task_id="ids", destination=str(tmp_path), date_from=DAY, date_to=NEXT).execute(context={})
+    rows = read_parts(tmp_path)
+    assert sorted(r["id"] for r in rows) == sorted(sandbox.conversations_in(DAY, NEXT))
+    assert all(set(r) == {"id"} for r in rows)
+    assert summary["conversations"] == 120
+    manifest = json.loads((tmp_path / "_manifest.json").read_text())
+    assert manifest["kind"] == "conversations"
+    assert manifest["api_requests"] == sandbox.stats.requests
