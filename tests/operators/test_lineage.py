@@ -1,4 +1,6 @@
-"""OpenLineage: the export operators report the API endpoints in and the destination out, by OL's naming."""
+"""OpenLineage: the export operators report the API endpoints in and the destination out, by OL's naming.
+
+The names themselves: tests/utils/test_lineage.py."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ from airflow_provider_auralytik.operators.export import (
     AuralytikExportConversationsOperator,
     AuralytikExportMessagesOperator,
 )
-from airflow_provider_auralytik.utils.lineage import api_dataset_names, storage_dataset_name
-from airflow_provider_auralytik.utils.writer import resolve_destination
 from tests.conftest import sandbox_connection
 
 DAY = datetime(2026, 3, 2, tzinfo=timezone.utc)
@@ -59,11 +59,3 @@ def test_no_lineage_before_the_export_ran(tmp_path):
     lineage = operator.get_openlineage_facets_on_complete(task_instance=None)
     assert lineage.inputs == []
     assert lineage.outputs == []
-
-
-def test_dataset_names_follow_openlineage_conventions(tmp_path):
-    assert api_dataset_names("https://api.auralytik.com/v1", "conversations") == (
-        "https://api.auralytik.com",
-        ["/v1/conversations"],
-    )
-    assert storage_dataset_name(resolve_destination(str(tmp_path), None)) == ("file", str(tmp_path))

@@ -262,14 +262,6 @@ def test_unicode_round_trip(store: Store) -> None:
     assert list(iter_records(store.dest)) == recs
 
 
-def test_iter_records_verifies_checksums(store: Store) -> None:
-    run(store, records(5), compression=None)
-    store.put(pname(T1, 0, ".jsonl"), b'{"id":"tampered"}\n')
-    with pytest.raises(ValueError, match="sha256"):
-        list(iter_records(store.dest))
-    assert list(iter_records(store.dest, verify=False)) == [{"id": "tampered"}]
-
-
 def test_writer_is_single_use_and_needs_the_with_block(store: Store) -> None:
     w = PartWriter(store.dest, run_token=T1)
     with pytest.raises(RuntimeError, match="inside the `with` block"):
@@ -394,14 +386,3 @@ def test_failure_while_closing_a_part_cleans_up(tmp_path: Path, monkeypatch: pyt
     assert calls == [pname(T1, 0), pname(T1, 1)]
     assert os.listdir(tmp_path / "c") == []
     assert read_manifest(dest) is None
-
-
-def test_the_former_import_path_still_works() -> None:
-    from airflow_provider_auralytik.output import destination, reader, writer
-    from airflow_provider_auralytik.utils import writer as former
-
-    assert former.PartWriter is writer.PartWriter
-    assert former.iter_records is reader.iter_records
-    assert former.read_manifest is reader.read_manifest
-    assert former.resolve_destination is destination.resolve_destination
-    assert former.PartInfo is PartInfo
