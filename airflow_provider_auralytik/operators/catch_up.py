@@ -31,7 +31,12 @@ from airflow_provider_auralytik.conversations.window import (
     explain_missing_data_interval,
 )
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
-from airflow_provider_auralytik.operators.common import AuralytikBaseOperator, register_asset_alias, storage_url
+from airflow_provider_auralytik.operators.common import (
+    DEFAULT_MAX_CONCURRENCY,
+    AuralytikBaseOperator,
+    register_asset_alias,
+    storage_url,
+)
 from airflow_provider_auralytik.operators.export import (
     AuralytikExportConversationsOperator,
     AuralytikExportMessagesOperator,
@@ -179,7 +184,7 @@ class AuralytikCatchUpOperator(AuralytikBaseOperator):
         date_to: datetime | str | None = DEFAULT_DATE_TO,
         page_size: int = MAX_PAGE_SIZE,
         max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
-        max_concurrency: int = 16,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         pii_guard: str = "mask",
         auralytik_conn_id: str = AuralytikHook.default_conn_name,
         asset_alias: str | None = None,

@@ -14,9 +14,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik.conversations.listing import MAX_PAGE_SIZE, check_filter, check_page_size
+from airflow_provider_auralytik.conversations.pii import MODES as PII_MODES
 from airflow_provider_auralytik.conversations.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, UTC, DateWindow
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
 from airflow_provider_auralytik.operators.common import (
+    DEFAULT_MAX_CONCURRENCY,
+    MAX_CONCURRENCY,
     AuralytikBaseOperator,
     emit_asset_event,
     export_summary,
@@ -32,8 +35,6 @@ if TYPE_CHECKING:
     from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
     from airflow_provider_auralytik.utils.progress import Progress
 
-#: More conversations fetched at once only trips the API's rate limit (and exhausts sockets).
-MAX_CONCURRENCY = 256
 #: A messages export fails, naming the connection's base URL, when its first ``NOT_FOUND_FIRST``
 #: fetches all answer 404, or when more than half of its fetches (at least ``NOT_FOUND_FIRST``) did:
 #: a wrong base path or an outage page, not conversations deleted since they were listed.
@@ -341,7 +342,12 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
     reused_conversations = 0
 
     def __init__(
-        self, *, max_concurrency: int = 16, pii_guard: str = "mask", include_pending: bool = True, **kwargs: Any
+        self,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        pii_guard: str = "mask",
+        include_pending: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not isinstance(include_pending, bool):
@@ -351,9 +357,10 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         if max_concurrency > MAX_CONCURRENCY:
             raise ValueError(
                 f"max_concurrency={max_concurrency} is more than {MAX_CONCURRENCY}: more requests in flight "
-                f"only trip the API's rate limit; use at most {MAX_CONCURRENCY} (the default 16 is usually enough)."
+                f"only trip the API's rate limit; use at most {MAX_CONCURRENCY} "
+                f"(the default {DEFAULT_MAX_CONCURRENCY} is usually enough)."
             )
-        if pii_guard not in ("mask", "fail", "off"):
+        if pii_guard not in PII_MODES:
             raise ValueError(f"pii_guard must be 'mask', 'fail' or 'off', not {pii_guard!r}.")
         self.max_concurrency = max_concurrency
         self.pii_guard = pii_guard
