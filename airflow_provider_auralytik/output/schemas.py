@@ -25,9 +25,10 @@ Rules for turning an API object into a row (:meth:`RecordSchema.buffer`) and bac
   unparsable or zone-less timestamp, a non-string id, a string that is not valid UTF-8 …) never fails the
   export and is never lost: the column gets null and the raw value goes into ``extra`` under its own name.
 * Timestamps are parsed from ISO 8601 with ``Z`` or a ``±HH:MM`` offset (fractions beyond microseconds are
-  truncated). They read back in the API's own format, ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``. A value that is
-  valid but not written that way (an offset, a short fraction …) is kept verbatim in ``extra`` as well, so a
-  round trip still gives the original string.
+  truncated) by the package's one parser,
+  :func:`~airflow_provider_auralytik.conversations.window.read_iso8601`. They read back in the API's own
+  format, ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``. A value that is valid but not written that way (an offset, a
+  short fraction …) is kept verbatim in ``extra`` as well, so a round trip still gives the original string.
 * A fixed field that is missing from the object and one that is ``null`` are both stored as null, and read
   back as ``null``: that is the only difference a round trip can show.
 
@@ -37,11 +38,12 @@ This module imports pyarrow only inside the functions that need it.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_auralytik.conversations.window import UTC, in_api_form, read_iso8601
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -71,17 +73,8 @@ METADATA_SCHEMA = b"auralytik.schema"
 METADATA_EXTRA = b"auralytik.extra_column"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
-_fromisoformat = datetime.fromisoformat
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
-# ISO 8601 date-time with a zone: the API's form (``2024-01-15T10:00:00Z``, ``...T10:00:00.123456Z``) and the
-# usual variants (``t``/space separator, ``,`` decimal mark, 1-9 fraction digits, no seconds, ``±HH[:]MM``).
-_TS_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2}):?(\d{2}))",
-    re.ASCII,
-)
 _MISFIT: Any = object()
 
 _EXTRA_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
@@ -239,42 +232,16 @@ def _encode_extra(extra: dict[str, Any]) -> str:
 
 
 def _parse_timestamp(value: Any) -> tuple[Any, bool]:
-    """``(microseconds since the epoch, written in the API's form?)``, or ``(_MISFIT, False)``."""
+    """``(microseconds since the epoch, written in the API's form?)``, or ``(_MISFIT, False)`` for anything that
+    is not an ISO 8601 date-time with a zone (read by the package's one parser, ``read_iso8601``)."""
     if type(value) is not str:
         return _MISFIT, False
-    n = len(value)
-    if (
-        (n == 20 or (n == 27 and value[19] == "."))
-        and value[-1] == "Z"
-        and value[10] == "T"
-        and value[4] == value[7] == "-"
-        and value[13] == value[16] == ":"
-    ):
-        # Fast path for the API's own form, YYYY-MM-DDTHH:MM:SS[.ffffff]Z (fromisoformat is C, strict on digits).
-        try:
-            micros = (_fromisoformat(value[:-1]) - _NAIVE_EPOCH) // _ONE_US
-        except (ValueError, TypeError):  # month 13, hour 24, leap second, stray zone ...
-            return _MISFIT, False
-        return micros, n == 20 or micros % 1_000_000 != 0  # the API never writes ".000000"
-    m = _TS_RE.fullmatch(value)
-    if m is None:
+    api_form = in_api_form(value)
+    parsed = read_iso8601(value, api_form=api_form)
+    if parsed is None or parsed.tzinfo is None:  # not ISO 8601, a bare date, no zone: not an instant
         return _MISFIT, False
-    year, month, day, hh, mm, ss, frac, zulu, sign, oh, om = m.groups()
-    try:
-        dt = datetime(int(year), int(month), int(day), int(hh), int(mm), int(ss or 0), tzinfo=_UTC)
-    except ValueError:
-        return _MISFIT, False
-    micros = (dt - _EPOCH) // _ONE_US
-    if frac:
-        micros += int(frac[:6].ljust(6, "0"))
-    if zulu is None:
-        if int(oh) > 23 or int(om) > 59:
-            return _MISFIT, False
-        offset = (int(oh) * 3600 + int(om) * 60) * 1_000_000
-        micros = micros - offset if sign == "+" else micros + offset
-    if not -(2**63) <= micros < 2**63:
-        return _MISFIT, False
-    return micros, False  # the fast path takes every string in the API's form
+    micros = (parsed - _EPOCH) // _ONE_US
+    return micros, api_form and (len(value) == 20 or micros % 1_000_000 != 0)  # the API never writes ".000000"
 
 
 def format_timestamp(micros: int) -> str:

@@ -1,6 +1,7 @@
 """Synthetic, deterministic data for the Auralytik API sandbox.
 
-Everything here is standard library only and never imports Airflow.
+Everything here is standard library only and never imports Airflow; time zone and ISO 8601 parsing
+are the package's own (:mod:`airflow_provider_auralytik.conversations.window`, standard library only too).
 
 Conversations are generated once (cheap: a few plain objects per conversation) and kept sorted by
 ``createdAt`` descending, then ``id`` ascending, which is the order the listing returns. Messages
@@ -23,10 +24,11 @@ import time
 from bisect import bisect_left, insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 
-UTC = timezone.utc
+from airflow_provider_auralytik.conversations.window import UTC, read_iso8601
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = 1_000_000  # microseconds per second
 
@@ -175,44 +177,27 @@ class SandboxConfig:
 # --------------------------------------------------------------------------------------------------
 # Time helpers
 # --------------------------------------------------------------------------------------------------
-_ISO_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
-    r"(?:([Zz])|([+\- ])(\d{2}):?(\d{2}))?)?$"
-)
+#: An offset's ``+`` sent unencoded in a query string, which decodes it to a space: ``...T12:30:00 02:00``.
+_UNENCODED_PLUS = re.compile(r"(:\d{2}(?:[.,]\d+)?) (\d{2}:?\d{2})$")
 
 
 def parse_iso_us(value: str) -> int:
     """Parse an ISO 8601 timestamp to integer microseconds since the epoch (UTC).
 
-    Accepts ``Z`` or a ``±HH:MM`` / ``±HHMM`` offset, optional fractional seconds (1 to 9 digits,
-    truncated to microseconds) and a bare date (UTC midnight). A date-time without an offset is
-    rejected. A space in place of ``+`` (an unencoded ``+`` in a query string) is accepted.
-    Raises ``ValueError``.
+    Read by the package's one parser (``read_iso8601``): ``Z`` or a ``±HH:MM`` / ``±HHMM`` offset,
+    optional fractional seconds (1 to 9 digits, truncated to microseconds). A bare date is UTC
+    midnight; a date-time without an offset is rejected. A space in place of ``+`` (an unencoded
+    ``+`` in a query string) is accepted. Raises ``ValueError``.
     """
-    m = _ISO_RE.match(value.strip())
-    if not m:
+    text = _UNENCODED_PLUS.sub(r"\1+\2", value.strip())
+    parsed = read_iso8601(text)
+    if parsed is None:
         raise ValueError(f"not an ISO 8601 timestamp: {value!r}")
-    year, month, day, hh, mm, ss, frac, zulu, sign, oh, om = m.groups()
-    if hh is not None and zulu is None and sign is None:
-        raise ValueError(f"timestamp without a timezone: {value!r}")
-    dt = datetime(
-        int(year),
-        int(month),
-        int(day),
-        int(hh or 0),
-        int(mm or 0),
-        int(ss or 0),
-        int((frac or "0")[:6].ljust(6, "0")),
-        tzinfo=UTC,
-    )
-    us = (dt - EPOCH) // timedelta(microseconds=1)
-    if sign is not None:
-        if int(oh) > 23 or int(om) > 59:
-            raise ValueError(f"bad UTC offset in {value!r}")
-        offset = (int(oh) * 3600 + int(om) * 60) * US
-        us = us - offset if sign in "+ " else us + offset
-    return us
+    if parsed.tzinfo is None:
+        if len(text) != len("YYYY-MM-DD"):
+            raise ValueError(f"timestamp without a timezone: {value!r}")
+        parsed = parsed.replace(tzinfo=UTC)
+    return (parsed - EPOCH) // timedelta(microseconds=1)
 
 
 def to_us(value: datetime | date | str) -> int:

@@ -20,13 +20,14 @@ import socket
 import socketserver
 import threading
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from airflow_provider_auralytik.conversations.window import UTC
 from airflow_provider_auralytik.sandbox.data import (
     STATUS_ACTIVE,
     STATUS_COMPLETED,
@@ -630,12 +631,12 @@ class Sandbox:
     @property
     def data_start(self) -> datetime:
         """Start of the generated data (UTC midnight of the first day)."""
-        return datetime.fromtimestamp(self._data.start_us / US, tz=timezone.utc)
+        return datetime.fromtimestamp(self._data.start_us / US, tz=UTC)
 
     @property
     def data_end(self) -> datetime:
         """End (exclusive) of the generated data: UTC midnight after the last day."""
-        return datetime.fromtimestamp(self._data.end_us / US, tz=timezone.utc)
+        return datetime.fromtimestamp(self._data.end_us / US, tz=UTC)
 
     def __len__(self) -> int:
         """Number of conversations currently served."""
@@ -690,7 +691,7 @@ class Sandbox:
     def completion_time(self, conversation_id: str) -> datetime:
         """When that conversation becomes (or became) ``completed``."""
         record = self._data.by_id[conversation_id]
-        return datetime.fromtimestamp(record.completes_at(self._t0, self.config.complete_within), tz=timezone.utc)
+        return datetime.fromtimestamp(record.completes_at(self._t0, self.config.complete_within), tz=UTC)
 
     def delete_during_listing(self, count: int) -> None:
         """Delete ``count`` conversations, one after each of the next listing answers (from that page)."""

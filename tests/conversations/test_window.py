@@ -13,17 +13,21 @@ from airflow_provider_auralytik.conversations.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
     UNITS,
+    UTC,
     CreatedAtError,
     DateWindow,
     EmptyWindowError,
     created_at,
     explain_missing_data_interval,
     format_instant,
+    in_api_form,
     parse_instant,
+    read_iso8601,
     window_slices,
 )
+from airflow_provider_auralytik.output.schemas import _MISFIT, _parse_timestamp
+from airflow_provider_auralytik.sandbox.data import parse_iso_us
 
-UTC = timezone.utc
 DAY = DateWindow(datetime(2024, 1, 15, tzinfo=UTC), datetime(2024, 1, 16, tzinfo=UTC))
 US = timedelta(microseconds=1)
 
@@ -108,6 +112,92 @@ def test_parse_instant_garbage_is_refused(value):
 def test_parse_instant_wrong_type(value):
     with pytest.raises(TypeError, match="createdAt must be a datetime or an ISO 8601 string"):
         parse_instant(value, name="createdAt")
+
+
+# ---------------------------------------------------------------------------------------------
+# read_iso8601: the package's one ISO 8601 parser
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-01-15T10:30:00Z", utc(2024, 1, 15, 10, 30)),  # the API's form (fast path)
+        ("2024-01-15T10:30:00.123456Z", utc(2024, 1, 15, 10, 30, 0, 123456)),
+        ("2024-01-15T10:30:00.1234567Z", utc(2024, 1, 15, 10, 30, 0, 123456)),  # truncated, not rounded
+        ("2024-01-15T10:30:00,5z", utc(2024, 1, 15, 10, 30, 0, 500000)),
+        ("2024-01-15t10:30Z", utc(2024, 1, 15, 10, 30)),
+        ("2024-01-15 12:30:00+02:00", utc(2024, 1, 15, 10, 30)),
+        ("2024-01-15T05:30:00-0500", utc(2024, 1, 15, 10, 30)),
+        ("2024-01-15T00:30:00+01:00", utc(2024, 1, 14, 23, 30)),
+        ("0001-01-01T00:00:00Z", utc(1, 1, 1)),
+        ("2024-01-15T10:30:00", datetime(2024, 1, 15, 10, 30)),  # no zone: naive, the caller decides
+        ("2024-01-15", datetime(2024, 1, 15)),  # a bare date: naive midnight
+        ("2024-02-30T00:00:00Z", None),
+        ("2024-01-15T24:00:00Z", None),
+        ("2024-01-15T10:00:60Z", None),
+        ("2024-01-15T10:00:00+24:00", None),
+        ("0001-01-01T00:30:00+01:00", None),  # before the calendar's first day
+        ("9999-12-31T23:30:00-01:00", None),  # after its last
+        ("2024-W03-1T10:00:00Z", None),
+        ("20240115T103000Z", None),
+        ("\uff12024-01-15T10:00:00Z", None),  # a fullwidth digit
+        (" 2024-01-15T10:30:00Z", None),  # whitespace is the caller's business
+        ("2024-01-15Z", None),
+        ("", None),
+    ],
+)
+def test_read_iso8601(text: str, expected: datetime | None) -> None:
+    parsed = read_iso8601(text)
+    assert parsed == expected
+    if parsed is not None:
+        assert (parsed.tzinfo is None) is (expected.tzinfo is None)  # type: ignore[union-attr]  # not None here
+        assert parsed.tzinfo in (None, UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "api_form"),
+    [
+        ("2024-01-15T10:30:00Z", True),
+        ("2024-01-15T10:30:00.123456Z", True),
+        ("2024-01-15T10:30:00.123Z", False),
+        ("2024-01-15t10:30:00Z", False),
+        ("2024-01-15T10:30:00+00:00", False),
+        ("2024-01-15T10:30:00,123456Z", False),
+    ],
+)
+def test_in_api_form(text: str, api_form: bool) -> None:
+    assert in_api_form(text) is api_form
+    assert read_iso8601(text, api_form=api_form) == read_iso8601(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-01-15T10:30:00Z",
+        "2024-01-15T10:30:00.5Z",
+        "2024-01-15T10:30:00.123456789Z",
+        "2024-01-15 12:30+02:00",
+        "2024-01-15T05:30:00-0500",
+        "2024-01-15T10:30:00",
+        "2024-02-30T00:00:00Z",
+        "2024-01-15T10:00:00+24:00",
+        "2024-W03-1T10:00:00Z",
+        "yesterday",
+    ],
+)
+def test_the_window_the_parquet_schemas_and_the_sandbox_read_instants_alike(text: str) -> None:
+    try:
+        expected: int | None = (parse_instant(text) - utc(1970, 1, 1)) // US
+    except ValueError:
+        expected = None
+    micros, _ = _parse_timestamp(text)
+    assert (None if micros is _MISFIT else micros) == expected
+    try:
+        sandbox: int | None = parse_iso_us(text)
+    except ValueError:
+        sandbox = None
+    assert sandbox == expected
 
 
 # ---------------------------------------------------------------------------------------------
