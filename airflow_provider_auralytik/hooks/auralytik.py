@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -105,23 +105,65 @@ class _Retryable(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
+def _extra(default: float | None, *, minimum: float) -> Any:
+    """A numeric extra of the connection: its default (``None``: off unless set) and the least value it takes."""
+    return field(default=default, metadata={"minimum": minimum})
+
+
+def _base_url(conn: Any) -> str:
+    """The API base URL a connection names (``host``, ``schema``, ``port``), or :data:`DEFAULT_BASE_URL`."""
+    host = (conn.host or "").strip()
+    # ``schema`` is the URL scheme only when it says http(s); otherwise it is the path of an
+    # ``auralytik://:KEY@api.auralytik.com/v1`` URI, which Airflow stores in ``schema``.
+    schema = (conn.schema or "").strip().strip("/")
+    scheme, path = (schema.lower(), "") if schema.lower() in ("http", "https") else ("https", schema)
+    if host and "://" not in host:
+        netloc, slash, rest = host.partition("/")
+        host = f"{scheme}://{netloc}" + (f":{conn.port}" if conn.port else "") + slash + rest
+    if host and path:
+        host = f"{host.rstrip('/')}/{path}"
+    return (host or DEFAULT_BASE_URL).rstrip("/")
+
+
+def _number(conn_id: str, key: str, raw: Any, minimum: float) -> float:
+    """An extra's value as a finite number >= ``minimum``; anything else raises, naming the extra."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"Connection {conn_id!r}: extra {key!r}={raw!r} is not a number.") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"Connection {conn_id!r}: extra {key!r} must be a finite number >= {minimum}.")
+    return value
+
+
 @dataclass(frozen=True)
 class HookSettings:
-    """Everything the hook reads from its connection. ``repr`` never shows the key."""
+    """Everything the hook reads from its connection. ``repr`` never shows the key.
+
+    The numeric extras are declared once, below: name, default and least value (:func:`_extra`);
+    :meth:`from_connection` reads each of them by that declaration.
+    """
 
     base_url: str
     api_key: str = field(repr=False)
-    timeout: float = 30.0
-    max_retries: int = 6
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    retry_after_max: float = 120.0
-    max_concurrency: int = 16
-    rate_limit_max_wait: float = 600.0
-    max_requests_per_second: float | None = None
+    timeout: float = _extra(30.0, minimum=0.001)
+    max_retries: int = _extra(6, minimum=0)
+    backoff_base: float = _extra(0.5, minimum=0)
+    backoff_max: float = _extra(30.0, minimum=0)
+    retry_after_max: float = _extra(120.0, minimum=0)
+    max_concurrency: int = _extra(16, minimum=1)
+    rate_limit_max_wait: float = _extra(600.0, minimum=0)
+    max_requests_per_second: float | None = _extra(None, minimum=0.01)
 
     @classmethod
     def from_connection(cls, conn: Any, conn_id: str, overrides: Mapping[str, Any]) -> HookSettings:
+        """
+        The settings of a connection; a missing key or a bad extra raises, naming it.
+
+        :param conn: The Airflow connection.
+        :param conn_id: Its id, for errors.
+        :param overrides: Values that replace the connection's extras (``None``: keep the extra).
+        """
         extra = dict(conn.extra_dejson or {})
         extra.update({k: v for k, v in overrides.items() if v is not None})
         api_key = (conn.password or extra.pop("api_key", None) or "").strip()
@@ -130,43 +172,17 @@ class HookSettings:
                 f"Connection {conn_id!r} has no API key: set its password (the 'API key' field) "
                 "to an Auralytik key with the conversations:read scope."
             )
-        host = (conn.host or "").strip()
-        # ``schema`` is the URL scheme only when it says http(s); otherwise it is the path of an
-        # ``auralytik://:KEY@api.auralytik.com/v1`` URI, which Airflow stores in ``schema``.
-        schema = (conn.schema or "").strip().strip("/")
-        scheme, path = (schema.lower(), "") if schema.lower() in ("http", "https") else ("https", schema)
-        if host and "://" not in host:
-            netloc, slash, rest = host.partition("/")
-            host = f"{scheme}://{netloc}" + (f":{conn.port}" if conn.port else "") + slash + rest
-        if host and path:
-            host = f"{host.rstrip('/')}/{path}"
-        base_url = (host or DEFAULT_BASE_URL).rstrip("/")
-
-        def number(key: str, default: float, minimum: float) -> float:
-            raw = extra.get(key)
+        numbers: dict[str, Any] = {}
+        for spec in fields(cls):
+            if "minimum" not in spec.metadata:
+                continue
+            raw = extra.get(spec.name)
             if raw is None or raw == "":  # absent, or a form field left empty
-                raw = default
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise ValueError(f"Connection {conn_id!r}: extra {key!r}={raw!r} is not a number.") from None
-            if not math.isfinite(value) or value < minimum:
-                raise ValueError(f"Connection {conn_id!r}: extra {key!r} must be a finite number >= {minimum}.")
-            return value
-
-        rate = extra.get("max_requests_per_second")
-        return cls(
-            base_url=base_url,
-            api_key=api_key,
-            timeout=number("timeout", cls.timeout, 0.001),
-            max_retries=int(number("max_retries", cls.max_retries, 0)),
-            backoff_base=number("backoff_base", cls.backoff_base, 0),
-            backoff_max=number("backoff_max", cls.backoff_max, 0),
-            retry_after_max=number("retry_after_max", cls.retry_after_max, 0),
-            max_concurrency=int(number("max_concurrency", cls.max_concurrency, 1)),
-            rate_limit_max_wait=number("rate_limit_max_wait", cls.rate_limit_max_wait, 0),
-            max_requests_per_second=None if rate in (None, "") else number("max_requests_per_second", 0, 0.01),
-        )
+                numbers[spec.name] = spec.default
+                continue
+            value = _number(conn_id, spec.name, raw, spec.metadata["minimum"])
+            numbers[spec.name] = int(value) if isinstance(spec.default, int) else value
+        return cls(base_url=_base_url(conn), api_key=api_key, **numbers)
 
     @property
     def retry_limits(self) -> RetryLimits:
@@ -240,7 +256,17 @@ def conversations_page_request(
     date_from: datetime | str | None = None,
     date_to: datetime | str | None = None,
 ) -> ApiRequest:
-    """Describe ``GET /conversations`` for one page; invalid arguments raise before anything is sent."""
+    """
+    Describe ``GET /conversations`` for one page; invalid arguments raise before anything is sent.
+
+    :param page: The page number, from 1.
+    :param page_size: Conversations per page, 1 to :data:`MAX_PAGE_SIZE`.
+    :param channel_id: Only this channel's conversations.
+    :param campaign_id: Only this campaign's conversations.
+    :param status: Only conversations with this status (``active``, ``completed``).
+    :param date_from: Start of the window on ``createdAt``, included: an aware datetime or ISO 8601.
+    :param date_to: End of the window, excluded: an aware datetime or ISO 8601.
+    """
     check_page_size(page_size)
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValueError(f"page must be a positive integer, not {page!r}.")
@@ -444,8 +470,11 @@ class AuralytikHook(BaseHook):
         ``rate_limit_max_wait`` (seconds a request may be held by 429s, default 600) and
         ``max_requests_per_second`` (a client-side limit for a known quota; default none).
         429s are paced, not failed: see :mod:`airflow_provider_auralytik.hooks.pacing`.
-    :param timeout: / :param max_retries: / :param max_concurrency: / :param backoff_base:
-        override the connection's extras for this hook.
+    :param timeout: Overrides the connection's ``timeout`` extra for this hook.
+    :param max_retries: Overrides the connection's ``max_retries`` extra for this hook.
+    :param max_concurrency: Overrides the connection's ``max_concurrency`` extra for this hook.
+    :param backoff_base: Overrides the connection's ``backoff_base`` extra for this hook.
+    :param backoff_max: Overrides the connection's ``backoff_max`` extra for this hook.
     """
 
     conn_name_attr = "auralytik_conn_id"
@@ -852,6 +881,13 @@ class AuralytikHook(BaseHook):
         never by page number, and complete whatever ``totalCount`` says. An open side of the window is
         bounded by :data:`LISTING_EARLIEST` / :data:`LISTING_LATEST`. Conversations come in
         ``createdAt`` order. Invalid arguments raise before anything is sent.
+
+        :param channel_id: Only this channel's conversations.
+        :param campaign_id: Only this campaign's conversations.
+        :param status: Only conversations with this status (``active``, ``completed``).
+        :param date_from: Start of the window on ``createdAt``, included: an aware datetime or ISO 8601.
+        :param date_to: End of the window, excluded: an aware datetime or ISO 8601.
+        :param page_size: Conversations per request, 1 to :data:`MAX_PAGE_SIZE`.
         """
         query: dict[str, Any] = {
             "channel_id": channel_id,
@@ -868,11 +904,17 @@ class AuralytikHook(BaseHook):
         return iter(WindowListing(self, window, filters, page_size=page_size))
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any]:
-        """``GET /conversations/{id}``."""
+        """``GET /conversations/{id}``.
+
+        :param conversation_id: The conversation's id.
+        """
         return self._send(conversation_request(conversation_id))
 
     def get_messages(self, conversation_id: str) -> list[dict[str, Any]]:
-        """``GET /conversations/{id}/messages`` with ``X-Exclude-PII: true``: the masked messages."""
+        """``GET /conversations/{id}/messages`` with ``X-Exclude-PII: true``: the masked messages.
+
+        :param conversation_id: The conversation's id.
+        """
         return self._send(messages_request(conversation_id))
 
     def test_connection(self) -> tuple[bool, str]:
