@@ -293,7 +293,7 @@ class CheckTarget:
         for name, value in filters.items():
             check_filter(name, value)
         window = DateWindow.resolve(values.get("date_from"), values.get("date_to"))
-        return cls(None, window, ConversationFilters(**filters), max_pending)
+        return cls(None, window, ConversationFilters(**{k: v or None for k, v in filters.items()}), max_pending)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (a trigger's arguments) that :meth:`resolve` takes back."""
