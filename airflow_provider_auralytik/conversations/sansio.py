@@ -11,17 +11,20 @@ trigger, the export's concurrent listing) answer them.
 - *yields* a :data:`Call` (:class:`PageCall` or :class:`ConversationCall`) and is *sent* the call's
   answer (the parsed JSON, as the hook's method returns it);
 - or, when the call failed, has the error *thrown in* at that ``yield`` (a 404 may be an answer:
-  "deleted since"); the generator handles it or lets it propagate, which ends the drive;
+  "deleted since"); the generator handles it or lets it propagate, which ends the drive. Only an
+  ``Exception`` is thrown in: a cancellation or an interrupt ends the drive at once;
 - may yield other steps that are not calls (the listing's
   :class:`~airflow_provider_auralytik.conversations.listing.Found` pieces): the driver hands them to
   whoever consumes it and sends ``None`` back;
 - *ends* by returning its result (``StopIteration.value``): a check's outcome, a piece's cut; the
   first send is ``None``, as for every generator.
 
-**The drivers**, written once here: :func:`relay` (sync, a generator itself, so that steps can be
-passed on: a check relays its listing's calls to its own driver) with the handlers :func:`answered`
-and :func:`passed_on`; :func:`run` (sync, to the end) and :func:`arun` (async). :func:`make_call` is
-the one place that maps a call to the hook's method, sync or async.
+**The drivers**, written once here: :func:`relay` is the sync loop (a generator itself, so that steps
+can be passed on: a check relays its listing's calls to its own driver), told what to do with each
+step by a handler, :func:`answered` (make the call now) or :func:`passed_on` (yield it to the driver
+above); :func:`run` drives a relay to the end. :func:`arun` is the loop's async twin: the same
+send/throw step (:func:`_resume`), the answer awaited instead. :func:`make_call` is the one place that
+maps a call to the hook's method, sync or async.
 
 The domain never imports the hook: :class:`ConversationsApi` says what it needs from one.
 """
@@ -33,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 S = TypeVar("S")
-O = TypeVar("O")  # noqa: E741 - the conventional name beside S and R: what a relay yields out
 R = TypeVar("R")
 
 
