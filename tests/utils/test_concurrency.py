@@ -315,3 +315,46 @@ def test_async_ordered_map_raises_what_the_items_raised():
     with pytest.raises(OSError, match="listing failed"), AsyncOrderedMap(same, broken, lookahead=4) as m:
         got.extend(m)
     assert got == [1]
+
+
+def test_async_ordered_map_keeps_the_heap_out_of_full_collections_while_it_runs():
+    import gc
+
+    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
+
+    async def items():
+        for n in range(3):
+            yield n
+
+    async def same(n: int) -> int:
+        return n
+
+    assert gc.get_freeze_count() == 0
+    long_lived = [object() for _ in range(1000)]
+    with AsyncOrderedMap(same, items, lookahead=4) as results:
+        assert gc.get_freeze_count() >= len(long_lived)  # what was alive when it started: frozen
+        assert list(results) == [0, 1, 2]
+    assert gc.get_freeze_count() == 0  # thawed: collected as usual again
+
+
+def test_async_ordered_map_leaves_a_heap_frozen_by_its_process_as_it_was():
+    import gc
+
+    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap, freeze_heap, thaw_heap
+
+    async def items():
+        yield 1
+
+    async def same(n: int) -> int:
+        return n
+
+    gc.freeze()  # e.g. Airflow froze it before forking this worker
+    try:
+        frozen = gc.get_freeze_count()
+        freeze_heap()  # nested: one freeze shared, and the process's own left alone
+        with AsyncOrderedMap(same, items, lookahead=4) as results:
+            assert list(results) == [1]
+        thaw_heap()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
