@@ -20,8 +20,8 @@ import requests_mock
 from airflow_provider_auralytik.conversations.completed_check import (
     COMPLETED,
     Check,
-    CheckResult,
     CheckMemory,
+    CheckResult,
     ConversationCall,
     PageCall,
     build_check,
