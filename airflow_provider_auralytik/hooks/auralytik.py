@@ -2,8 +2,8 @@
 AuralytikHook: talks HTTP to the Auralytik Conversations API, and nothing else.
 
 Auth, retries, paging and turning answers into errors live here (the error classes are defined in
-:mod:`airflow_provider_auralytik.exceptions`, below the domain that catches them, and re-exported
-here, their published path). Requests are *described* once (:class:`ApiRequest`,
+:mod:`airflow_provider_auralytik.exceptions`, which the domain imports without importing the hook,
+and re-exported here, their published path). Requests are *described* once (:class:`ApiRequest`,
 built by :func:`conversations_page_request` & co.), their responses *interpreted* once
 (:func:`interpret_response`), and paced and retried by one policy
 (:mod:`airflow_provider_auralytik.hooks.pacing`); the synchronous path (``requests``, used by
