@@ -75,11 +75,11 @@ class EmptyWindowError(ValueError):
 
 
 #: ISO 8601 as the API writes it and in the usual variants: ``T``, ``t`` or a space between date and
-#: time; seconds optional; a fraction of 1 to 9 digits after ``.`` or ``,``; ``Z``/``z`` or an offset
-#: ``±HH:MM``/``±HHMM``; or a bare date. ASCII digits only.
+#: time; seconds optional; a fraction of any length after ``.`` or ``,``; ``Z``/``z`` or an offset
+#: ``±HH:MM``/``±HHMM``/``±HH`` (PostgreSQL's ``+00``); or a bare date. ASCII digits only.
 _ISO_8601 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2}):?(\d{2}))?)?",
+    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?)?",
     re.ASCII,
 )
 
@@ -133,9 +133,9 @@ def read_iso8601(text: str, *, api_form: bool | None = None) -> datetime | None:
         return None
     if sign is None:
         return value
-    if int(off_hours) > 23 or int(off_minutes) > 59:
+    if int(off_hours) > 23 or int(off_minutes or 0) > 59:
         return None
-    offset = timedelta(hours=int(off_hours), minutes=int(off_minutes))
+    offset = timedelta(hours=int(off_hours), minutes=int(off_minutes or 0))
     try:
         return value - offset if sign == "+" else value + offset
     except OverflowError:  # the first or last day of the calendar, pushed out of it

@@ -178,14 +178,14 @@ class SandboxConfig:
 # Time helpers
 # --------------------------------------------------------------------------------------------------
 #: An offset's ``+`` sent unencoded in a query string, which decodes it to a space: ``...T12:30:00 02:00``.
-_UNENCODED_PLUS = re.compile(r"(:\d{2}(?:[.,]\d+)?) (\d{2}:?\d{2})$")
+_UNENCODED_PLUS = re.compile(r"(:\d{2}(?:[.,]\d+)?) (\d{2}(?::?\d{2})?)$")
 
 
 def parse_iso_us(value: str) -> int:
     """Parse an ISO 8601 timestamp to integer microseconds since the epoch (UTC).
 
     Read by the package's one parser (``read_iso8601``): ``Z`` or a ``±HH:MM`` / ``±HHMM`` offset,
-    optional fractional seconds (1 to 9 digits, truncated to microseconds). A bare date is UTC
+    optional fractional seconds (truncated to microseconds). A bare date is UTC
     midnight; a date-time without an offset is rejected. A space in place of ``+`` (an unencoded
     ``+`` in a query string) is accepted. Raises ``ValueError``.
     """
