@@ -6,6 +6,7 @@ Time is a fake clock: sleeps are recorded and advance it, never slept.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import logging
@@ -34,6 +35,7 @@ from airflow_provider_auralytik.hooks.auralytik import (
     AuralytikHook,
     AuralytikNotFoundError,
     AuralytikUnavailableError,
+    HookSettings,
 )
 
 UTC = timezone.utc
@@ -333,6 +335,19 @@ def test_extras_are_parsed(monkeypatch):
     assert settings.backoff_base == 0.25
     assert settings.backoff_max == 3.0
     assert settings.retry_after_max == 9.0
+
+
+@pytest.mark.parametrize("spec", [f for f in dataclasses.fields(HookSettings) if "minimum" in f.metadata])
+def test_every_declared_extra_is_read_from_the_connection(monkeypatch, spec):
+    """The numeric extras are declared once (HookSettings' fields): each one is read, with its own type."""
+    value = spec.metadata["minimum"] + 7
+    set_conn(monkeypatch, host=BASE, password=KEY, extra={spec.name: str(value)})
+    read = getattr(AuralytikHook().settings, spec.name)
+    assert read == (int(value) if isinstance(spec.default, int) else value)
+    assert type(read) is (int if isinstance(spec.default, int) else float)
+    set_conn(monkeypatch, host=BASE, password=KEY, extra={spec.name: spec.metadata["minimum"] - 1})
+    with pytest.raises(ValueError, match=f"extra '{spec.name}' must be a finite number >= "):
+        _ = AuralytikHook().settings
 
 
 @pytest.mark.parametrize(
