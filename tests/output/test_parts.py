@@ -90,6 +90,22 @@ def test_a_json_line_is_compact_utf8_and_keeps_lone_surrogates_as_escapes():
     assert json.loads(line) == {"t": "x\ud800y"}
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"id": "msg_1", "role": "agent", "content": 'Ça va ? \u2028\x1f\x7f \\ " / 😀', "n": 3, "ok": True},
+        {"score": 0.83, "tiny": 1e-05, "small": -1.5e-07, "edge": 0.0001, "big": 1e16, "huge": 1.7976931348623157e308},
+        {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "zero": -0.0},
+        {"int": 2**70, "neg": -(2**63) - 1, "none": None, "nested": {"a": [1, {"b": None}, [2.5e-9]]}},
+        {2: "int key", 1.5: "float key", True: "bool key", None: "none key"},
+        {"text": "0.00001 and 1e5 and null inside strings", "hex": "5e7a9e0f"},
+    ],
+)
+def test_a_json_line_has_the_bytes_json_dumps_gives(record: dict[Any, Any]) -> None:
+    expected = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert encode_json_line(record) == expected
+
+
 def test_the_hashing_layer_counts_hashes_and_batches_writes():
     raw = Raw()
     hasher = HashingWriter(raw, limit=10)
