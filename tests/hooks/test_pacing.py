@@ -7,6 +7,7 @@ import itertools
 import logging
 import math
 import random
+from collections.abc import Iterator
 
 import pytest
 
@@ -100,6 +101,31 @@ def test_unthrottled_pacer_never_waits_and_slow_start_opens_the_in_flight_limit(
     assert pacer.try_acquire() > 0  # the 17th waits for one of the 16 to be answered
     pacer.release(clock.t)
     assert pacer.try_acquire() == 0.0
+
+
+def round_trips_to_open(pacer: Pacer, clock: FakeClock, latencies: Iterator[float]) -> int:
+    """Round trips until the in-flight limit is ``max_concurrency``: each sends all it may, then all are answered."""
+    trips = 0
+    while pacer.in_flight_limit < pacer.max_concurrency:
+        sent = clock.t
+        count = 0
+        while pacer.try_acquire() == 0.0:
+            count += 1
+        clock.t += next(latencies)
+        for _ in range(count):
+            pacer.release(sent)
+        trips += 1
+    return trips
+
+
+def test_slow_start_doubles_per_round_trip_then_grows_faster_while_answers_stay_as_fast(clock):
+    # 1, 2, 4, 8, 16 (doubling), then x4 while the latency stays flat: 64, 256.
+    assert round_trips_to_open(make(clock, max_concurrency=256), clock, itertools.repeat(0.05)) == 6
+    # Up to FAST_START_FROM it only doubles: the default 16 in flight opens as before.
+    assert round_trips_to_open(make(clock, max_concurrency=16), clock, itertools.repeat(0.05)) == 4
+    # Answers slowing down (the server, or this client, is loaded): back to doubling (16, 32, ... 256).
+    slower = (0.05 * 1.5**k for k in itertools.count())
+    assert round_trips_to_open(make(clock, max_concurrency=256), clock, slower) == 8
 
 
 # ---------------------------------------------------------------------------------------------
