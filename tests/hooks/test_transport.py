@@ -2,7 +2,8 @@
 
 Framing (Content-Length, chunked, close-delimited), keep-alive reuse, a reused connection the server
 had closed, faults (reset mid-answer, not HTTP, refused), cancellation, and the hook on top of it
-(deadline, the host named, the whole retry policy against the sandbox's faults).
+(deadline, the host named, the whole retry policy against the sandbox's faults). Every test runs
+twice: answers read by httptools (installed with Airflow) and by h11 (where httptools is not).
 """
 
 from __future__ import annotations
@@ -21,11 +22,22 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_auralytik.hooks import transport
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikUnavailableError
-from airflow_provider_auralytik.hooks.transport import AsyncHttpPool, ProtocolFault, ResponseHeaders
+from airflow_provider_auralytik.hooks.transport import MAX_HEAD, AsyncHttpPool, ProtocolFault, ResponseHeaders
 from tests.conftest import sandbox_connection
 
 OK_BODY = b'{"ok":true}'
+
+
+@pytest.fixture(autouse=True, params=["httptools", "h11"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which parser reads the answers: httptools where installed (as with Airflow), else h11."""
+    if request.param == "h11":
+        monkeypatch.setattr(transport, "httptools", None)
+    elif transport.httptools is None:
+        pytest.skip("httptools is not installed")
+    return str(request.param)
 
 
 def answer(body: bytes = OK_BODY, *, status: str = "200 OK", extra: str = "") -> bytes:
@@ -219,6 +231,43 @@ def test_an_answer_that_is_not_http_is_a_protocol_fault(raw_server):
     server = raw_server(lambda n, head: (b"<html>proxy error</html>\r\n\r\n", "close"))
     with pytest.raises(ProtocolFault):
         run(make_pool(server.url), lambda pool: pool.get("/x"))
+
+
+def test_a_head_still_incomplete_after_max_head_bytes_is_a_protocol_fault(raw_server):
+    endless = b"HTTP/1.1 200 OK\r\nX-Filler: " + b"x" * (MAX_HEAD + 10)
+    server = raw_server(lambda n, head: (endless, "hang"))
+    with pytest.raises(ProtocolFault):
+        run(make_pool(server.url), lambda pool: pool.get("/x"))
+
+
+def test_a_connection_that_said_close_is_not_reused(raw_server):
+    server = raw_server(lambda n, head: (answer(extra="Connection: close\r\n" if n == 1 else ""), None))
+
+    async def twice(pool: AsyncHttpPool) -> None:
+        await pool.get("/x")
+        await pool.get("/x")
+
+    run(make_pool(server.url), twice)
+    assert server.connections == 2
+
+
+def test_httptools_leaves_a_connection_that_sent_stray_bytes_unused(raw_server, parser):
+    if parser == "h11":
+        pytest.skip("h11 reads stray bytes as the start of the next answer: that one fails")
+    server = raw_server(lambda n, head: (answer() + (b"HTTP/1.1 200 OK\r\n" if n == 1 else b""), None))
+
+    async def twice(pool: AsyncHttpPool) -> list[int]:
+        first = await pool.get("/x")
+        await asyncio.sleep(0.05)  # the stray bytes arrive while the connection is idle
+        return [first[0], (await pool.get("/x"))[0]]
+
+    assert run(make_pool(server.url), twice) == [200, 200]
+    assert server.connections == 2
+
+
+def test_httptools_reads_the_answers_where_it_is_installed(parser):
+    pool = make_pool("http://127.0.0.1:1/v1")
+    assert (pool._connection is transport._FastConnection) == (parser == "httptools")
 
 
 def test_a_refused_connection_is_connection_refused():
