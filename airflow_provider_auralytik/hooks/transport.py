@@ -28,6 +28,7 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +46,8 @@ except ImportError:  # not a dependency of this provider: h11 reads the answers 
 DEFAULT_MAX_IDLE = 256
 #: Largest response head (status line and headers) accepted, bytes.
 MAX_HEAD = 64 * 1024
+#: Bytes a request target may not hold (as h11 checks it): controls, space, DEL.
+_NOT_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 
 
 class ProtocolFault(ConnectionError):
@@ -365,7 +368,7 @@ class AsyncHttpPool:
         if header_set is None:
             header_set = self._header_sets[extra] = _HeaderSet([*self._headers, *extra])
         target = self.target(path, params).encode("ascii")
-        if any(byte <= 0x20 or byte == 0x7F for byte in target):  # as h11 checks a request target
+        if _NOT_IN_TARGET.search(target):
             raise ValueError(f"not a valid request target: {target!r}")
         while True:
             conn, reused = await self._checkout()

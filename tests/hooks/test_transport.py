@@ -265,6 +265,14 @@ def test_httptools_leaves_a_connection_that_sent_stray_bytes_unused(raw_server, 
     assert server.connections == 2
 
 
+def test_a_target_with_a_space_or_a_control_byte_is_refused_before_sending(raw_server):
+    server = raw_server(lambda n, head: (answer(), None))
+    for path in ("/a b", "/a\r\nX-Injected: 1", "/a\x7f"):
+        with pytest.raises(ValueError, match="not a valid request target"):
+            run(make_pool(server.url), lambda pool, path=path: pool.get(path))
+    assert server.connections == 0
+
+
 def test_httptools_reads_the_answers_where_it_is_installed(parser):
     pool = make_pool("http://127.0.0.1:1/v1")
     assert (pool._connection is transport._FastConnection) == (parser == "httptools")
