@@ -357,6 +357,24 @@ def _error_detail(body: bytes, content_type: str, secret: str) -> str:
     return text[:200]
 
 
+_fast_parse: Any = None
+
+
+def _parse_json(body: bytes) -> Any:
+    """``json.loads(body)``, by msgspec where it reads the text (~2x faster; an Airflow dependency, imported on
+    first use): it refuses what json reads beyond RFC 8259 (NaN, a byte-order mark, lone surrogates, 1e400),
+    which json then reads, or refuses, as before."""
+    global _fast_parse
+    if _fast_parse is None:
+        import msgspec
+
+        _fast_parse = msgspec.json.Decoder().decode
+    try:
+        return _fast_parse(body)
+    except Exception:  # msgspec.DecodeError or ValidationError, UnicodeDecodeError: json's answer stands
+        return json.loads(body)
+
+
 def interpret_response(
     request: ApiRequest,
     status: int,
@@ -402,7 +420,7 @@ def interpret_response(
             status=status,
         )
     try:
-        payload = json.loads(body)
+        payload = _parse_json(body)
     except ValueError:
         raise _Retryable(f"{what}: HTTP {status} with a body that is not valid JSON") from None
     try:

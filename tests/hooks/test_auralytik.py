@@ -1401,3 +1401,16 @@ def test_an_empty_extra_means_its_default(monkeypatch, empty):
     settings = AuralytikHook().settings
     assert settings.timeout == 30.0
     assert settings.max_requests_per_second is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"conversationId":"c","messages":[{"id":"m","score":1e-05,"n":123456789012345678901234567890,"t":"\\u00e9"}]}',
+        b'{"conversationId":"c","messages":[{"id":"m","score":NaN,"big":1e400,"s":"\\ud800"}]}',  # beyond RFC 8259
+        b'\xef\xbb\xbf{"conversationId":"c","messages":[{"id":"m","dup":1,"dup":2}]}',  # a byte-order mark
+    ],
+)
+def test_answers_are_read_as_json_loads_reads_them(m, hook, body):
+    m.get(MSGS_URL, content=body)
+    assert repr(hook.get_messages("conv_123")) == repr(json.loads(body)["messages"])
