@@ -30,11 +30,9 @@ from airflow_provider_auralytik.conversations.window import (
     DateWindow,
     explain_missing_data_interval,
 )
-from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
 from airflow_provider_auralytik.operators.common import (
     DEFAULT_MAX_CONCURRENCY,
     AuralytikBaseOperator,
-    register_asset_alias,
     storage_url,
 )
 from airflow_provider_auralytik.operators.export import (
@@ -186,8 +184,6 @@ class AuralytikCatchUpOperator(AuralytikBaseOperator):
         max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         pii_guard: str = "mask",
-        auralytik_conn_id: str = AuralytikHook.default_conn_name,
-        asset_alias: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -217,9 +213,6 @@ class AuralytikCatchUpOperator(AuralytikBaseOperator):
         self.max_records_per_part = max_records_per_part
         self.max_concurrency = max_concurrency
         self.pii_guard = pii_guard
-        self.auralytik_conn_id = auralytik_conn_id
-        self.asset_alias = asset_alias
-        register_asset_alias(self, asset_alias)
 
     # -- the plan: which destinations, of which windows -------------------------------------------
 

@@ -36,14 +36,27 @@ MAX_CONCURRENCY = 256
 
 class AuralytikBaseOperator(BaseOperator):
     """
-    Base of the operators that call the Auralytik API.
+    Base of the operators that call the Auralytik API (the exports and the catch-up).
 
-    Subclasses set ``auralytik_conn_id`` in their constructor. They get :attr:`hook` (built on first use, so
-    constructing the operator stays cheap) and templates that explain, in one line, a run without a data
-    interval instead of failing on ``None`` inside Jinja.
+    Subclasses get :attr:`hook` (built on first use, so constructing the operator stays cheap), the
+    ``asset_alias`` outlet, and templates that explain, in one line, a run without a data interval instead
+    of failing on ``None`` inside Jinja.
+
+    :param auralytik_conn_id: Connection of type ``auralytik``.
+    :param asset_alias: Name of an ``AssetAlias`` the operator emits to (see :func:`emit_asset_event`).
     """
 
-    auralytik_conn_id: str
+    def __init__(
+        self,
+        *,
+        auralytik_conn_id: str = AuralytikHook.default_conn_name,
+        asset_alias: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.auralytik_conn_id = auralytik_conn_id
+        self.asset_alias = asset_alias
+        register_asset_alias(self, asset_alias)
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         """Render as Airflow does; ``destination="...date={{ data_interval_start | ds }}"`` in a run without

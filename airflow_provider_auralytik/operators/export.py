@@ -23,7 +23,6 @@ from airflow_provider_auralytik.operators.common import (
     AuralytikBaseOperator,
     emit_asset_event,
     export_summary,
-    register_asset_alias,
     storage_url,
 )
 from airflow_provider_auralytik.output.parts import DEFAULT_MAX_RECORDS_PER_PART, check_output_options
@@ -111,13 +110,9 @@ class _AuralytikExportOperator(AuralytikBaseOperator):
         compression: str | None = "gzip",
         max_records_per_part: int = DEFAULT_MAX_RECORDS_PER_PART,
         file_format: str = "jsonl",
-        auralytik_conn_id: str = AuralytikHook.default_conn_name,
-        asset_alias: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.asset_alias = asset_alias
-        register_asset_alias(self, asset_alias)
         check_page_size(page_size)
         for name, value in (("channel_id", channel_id), ("campaign_id", campaign_id), ("status", status)):
             check_filter(name, value, resolved=False)  # checked again once rendered, when execute() starts
@@ -133,7 +128,6 @@ class _AuralytikExportOperator(AuralytikBaseOperator):
         self.compression = compression
         self.max_records_per_part = max_records_per_part
         self.file_format = file_format
-        self.auralytik_conn_id = auralytik_conn_id
 
     # -- the two steps each export defines --------------------------------------------------
 

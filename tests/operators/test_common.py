@@ -144,6 +144,25 @@ def test_export_summary_says_where_how_many_files_and_the_counts_never_data():
 # -- the asset_alias parameter ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: AuralytikExportConversationsOperator(task_id="c", destination="/tmp/x", **kw),
+        lambda **kw: AuralytikExportMessagesOperator(task_id="m", destination="/tmp/x", **kw),
+        lambda **kw: AuralytikCatchUpOperator(task_id="u", conversations_destination="/x", **kw),
+    ],
+)
+def test_the_api_operators_take_their_connection_and_alias_from_the_base(make):
+    operator = make(auralytik_conn_id="auralytik_eu", asset_alias="auralytik")
+    assert operator.auralytik_conn_id == "auralytik_eu"
+    assert operator.asset_alias == "auralytik"
+    assert [(type(o), o.name) for o in operator.outlets] == [(AssetAlias, "auralytik")]
+    plain = make()
+    assert plain.auralytik_conn_id == AuralytikHook.default_conn_name
+    assert plain.asset_alias is None
+    assert plain.outlets == []
+
+
 def test_an_asset_alias_is_declared_as_an_outlet_and_none_declares_nothing():
     with_alias = AuralytikCombineSlicesOperator(task_id="with", slices=[], asset_alias="auralytik")
     without = AuralytikCombineSlicesOperator(task_id="without", slices=[])
