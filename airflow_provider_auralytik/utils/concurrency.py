@@ -23,6 +23,22 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+_C = TypeVar("_C", bound="_ClosedOnExit")
+
+
+class _ClosedOnExit:
+    """``with`` support: leaving the block calls ``close()``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 class _End:
@@ -31,8 +47,13 @@ class _End:
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
 
+    def finish(self) -> None:
+        """Raise the producer's error, if there was one: the consumer's iteration ends either way."""
+        if self.error is not None:
+            raise self.error
 
-class Prefetch(Generic[T]):
+
+class Prefetch(_ClosedOnExit, Generic[T]):
     """
     Iterate ``items`` in a background thread, at most ``buffer`` items ahead of the consumer.
 
@@ -68,8 +89,7 @@ class Prefetch(Generic[T]):
         while True:
             entry = self._queue.get()
             if isinstance(entry, _End):
-                if entry.error is not None:
-                    raise entry.error
+                entry.finish()
                 return
             try:
                 yield entry
@@ -80,16 +100,8 @@ class Prefetch(Generic[T]):
         self._closed.set()
         self._thread.join()
 
-    def __enter__(self) -> Prefetch[T]:
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class OrderedMap(Generic[T, R]):
+class OrderedMap(_ClosedOnExit, Generic[T, R]):
     """
     ``fn(item)`` for each item, in input order, up to ``workers`` calls at once.
 
@@ -113,14 +125,6 @@ class OrderedMap(Generic[T, R]):
     def close(self) -> None:
         self._futures.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> OrderedMap[T, R]:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, lookahead: int | None = None) -> Iterator[R]:
@@ -249,7 +253,7 @@ def thaw_heap() -> None:
             gc.unfreeze()
 
 
-class AsyncOrderedMap(Generic[T, R]):
+class AsyncOrderedMap(_ClosedOnExit, Generic[T, R]):
     """
     ``await fn(item)`` for each item of an async iterable, on an event-loop thread of its own;
     the results are handed to a synchronous consumer in input order.
@@ -344,8 +348,7 @@ class AsyncOrderedMap(Generic[T, R]):
         while True:
             entries = self._out.get()
             if isinstance(entries, _End):
-                if entries.error is not None:
-                    raise entries.error
+                entries.finish()
                 return
             for entry in entries:
                 taken += 1
@@ -372,11 +375,3 @@ class AsyncOrderedMap(Generic[T, R]):
         finally:
             self._io.stop()
             thaw_heap()
-
-    def __enter__(self) -> AsyncOrderedMap[T, R]:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
