@@ -355,6 +355,6 @@ def test_async_ordered_map_leaves_a_heap_frozen_by_its_process_as_it_was():
         with AsyncOrderedMap(same, items, lookahead=4) as results:
             assert list(results) == [1]
         thaw_heap()
-        assert gc.get_freeze_count() == frozen
+        assert 0 < gc.get_freeze_count() <= frozen  # still frozen (less what died meanwhile), nothing added
     finally:
         gc.unfreeze()
