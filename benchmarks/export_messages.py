@@ -45,7 +45,7 @@ PY = sys.executable
 #: The provider tree whose export is measured (``--tree``: e.g. an older checkout, for a before/after).
 TREE = ROOT
 PYCACHE = Path(tempfile.gettempdir()) / "auralytik-bench-pycache"
-LABEL = "this provider (asyncio pool, parallel listing)"
+LABEL = "this provider (asyncio pool, parallel listing, httptools, msgspec)"
 LATENCY_MS = 50
 PER_DAY = 2000
 START = "2026-01-01"
@@ -57,6 +57,21 @@ CONCURRENCIES = (16, 64, 128, 256)
 #: Issue 13's figures (an independent simulator, 50 ms, one day of 2,010 conversations, 2,038
 #: requests), threaded ``requests`` client: the baseline.
 BASELINE = {16: (6.91, 17, 6.37, 0.92), 64: (1.87, 65, 1.59, 0.85), 128: (2.15, 87, 0.80, 0.37)}
+#: This benchmark's figures before the second pass of issue 13 (commit 44b3f4c: h11, json, gc, slow start
+#: doubling from 1), one day and ten days: span, most in flight, ideal, efficiency.
+PREVIOUS_LABEL = "before the second pass (44b3f4c: h11 parser, json, no gc freeze, doubling slow start)"
+PREVIOUS_DAY = {
+    16: (6.82, 16, 6.34, 0.93),
+    64: (1.97, 64, 1.58, 0.80),
+    128: (1.35, 128, 0.79, 0.59),
+    256: (1.18, 256, 0.40, 0.34),
+}
+PREVIOUS_TEN = {
+    16: (67.00, 16, 63.68, 0.95),
+    64: (19.77, 64, 15.92, 0.81),
+    128: (11.85, 128, 7.96, 0.67),
+    256: (8.12, 256, 3.98, 0.49),
+}
 
 
 def cpu_seconds() -> float:
@@ -133,18 +148,20 @@ def median_run(sandbox: Sandbox, window: tuple[str, str], concurrency: int, repe
 
 
 def efficiency_table(
-    runs: dict[int, dict[str, Any]], baseline: bool, ceiling: dict[int, dict[str, Any]] | None = None
+    runs: dict[int, dict[str, Any]],
+    baseline: bool,
+    ceiling: dict[int, dict[str, Any]] | None = None,
+    previous: dict[int, tuple[float, int, float, float]] | None = None,
 ) -> list[str]:
     rows = [
         "| client | max_concurrency | first→last request | most in flight | ideal | efficiency | sandbox CPU |",
         "|---|---|---|---|---|---|---|",
     ]
-    if baseline:
-        for n, (span, most, ideal, eff) in BASELINE.items():
-            rows.append(
-                f"| baseline (issue 13: threaded `requests`, sequential listing) | {n} | {span:.2f} s | {most} | "
-                f"{ideal:.2f} s | {eff:.2f} | |"
-            )
+    recorded = [("baseline (issue 13: threaded `requests`, sequential listing)", BASELINE if baseline else {})]
+    recorded.append((PREVIOUS_LABEL, previous or {}))
+    for label, figures in recorded:
+        for n, (span, most, ideal, eff) in figures.items():
+            rows.append(f"| {label} | {n} | {span:.2f} s | {most} | {ideal:.2f} s | {eff:.2f} | |")
     rows += [table_row(LABEL, n, run) for n, run in runs.items()]
     if ceiling:
         label = "machine ceiling (a raw asyncio client, the same number of requests, no listing, no writing)"
@@ -189,7 +206,7 @@ def main() -> None:
         f"One day: {first['conversations']:,} conversations, {first['messages']:,} messages, "
         f"{first['sandbox_requests']:,} requests; 50 ms per request; median of {args.repeats} runs (by span).",
         "",
-        *efficiency_table(day, baseline=True, ceiling=ceiling),
+        *efficiency_table(day, baseline=True, ceiling=ceiling, previous=PREVIOUS_DAY if TREE == ROOT else None),
     ]
     if ten:
         t = ten[16]
@@ -198,7 +215,7 @@ def main() -> None:
             f"Ten days: {t['conversations']:,} conversations, {t['messages']:,} messages, "
             f"{t['sandbox_requests']:,} requests; {args.ten_day_repeats} run(s) each.",
             "",
-            *efficiency_table(ten, baseline=False),
+            *efficiency_table(ten, baseline=False, previous=PREVIOUS_TEN if TREE == ROOT else None),
         ]
 
     if not args.only_day:
