@@ -1,8 +1,9 @@
 """
 What the operators share: the base of those that call the API, and how an export reports what it wrote.
 
-* :class:`AuralytikBaseOperator`: the hook of ``auralytik_conn_id``, and templates that may name the
-  run's data interval (the export operators and the catch-up).
+* :class:`AuralytikTaskMixin`: the hook of ``auralytik_conn_id``, and templates that may name the run's data
+  interval (the export operators, the catch-up and the sensor); :class:`AuralytikBaseOperator` adds the
+  ``asset_alias`` outlet (the exports and the catch-up).
 * :func:`storage_url`, :func:`export_summary`: the URL and the small XCom summary of a written destination
   (the exports, the sliced-export combine and the catch-up).
 * :func:`register_asset_alias`, :func:`emit_asset_event`: the ``asset_alias`` parameter (the exports, the
@@ -34,13 +35,33 @@ DEFAULT_MAX_CONCURRENCY = 16
 MAX_CONCURRENCY = 256
 
 
-class AuralytikBaseOperator(BaseOperator):
+class AuralytikTaskMixin:
     """
-    Base of the operators that call the Auralytik API (the exports and the catch-up).
+    What every task of this provider that calls the API has: :attr:`hook`, built on first use from
+    ``auralytik_conn_id`` (so constructing the task stays cheap), and templates that explain, in one line,
+    a run without a data interval instead of failing on ``None`` inside Jinja. Mixed into
+    :class:`AuralytikBaseOperator` and the sensor, before their Airflow base class.
+    """
 
-    Subclasses get :attr:`hook` (built on first use, so constructing the operator stays cheap), the
-    ``asset_alias`` outlet, and templates that explain, in one line, a run without a data interval instead
-    of failing on ``None`` inside Jinja.
+    auralytik_conn_id: str
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        """Render as Airflow does; ``destination="...date={{ data_interval_start | ds }}"`` in a run without
+        a data interval fails with a one-line explanation (see
+        :func:`~airflow_provider_auralytik.conversations.window.explain_missing_data_interval`)."""
+        with explain_missing_data_interval():
+            super().render_template_fields(context, jinja_env)  # type: ignore[misc]  # the Airflow base class's, next in the MRO
+
+    @cached_property
+    def hook(self) -> AuralytikHook:
+        """The hook of ``auralytik_conn_id``; a subclass overrides this to pass its own options."""
+        return AuralytikHook(self.auralytik_conn_id)
+
+
+class AuralytikBaseOperator(AuralytikTaskMixin, BaseOperator):
+    """
+    Base of the operators that call the Auralytik API (the exports and the catch-up): the
+    :class:`AuralytikTaskMixin` and the ``asset_alias`` outlet.
 
     :param auralytik_conn_id: Connection of type ``auralytik``.
     :param asset_alias: Name of an ``AssetAlias`` the operator emits to (see :func:`emit_asset_event`).
@@ -57,18 +78,6 @@ class AuralytikBaseOperator(BaseOperator):
         self.auralytik_conn_id = auralytik_conn_id
         self.asset_alias = asset_alias
         register_asset_alias(self, asset_alias)
-
-    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
-        """Render as Airflow does; ``destination="...date={{ data_interval_start | ds }}"`` in a run without
-        a data interval fails with a one-line explanation (see
-        :func:`~airflow_provider_auralytik.conversations.window.explain_missing_data_interval`)."""
-        with explain_missing_data_interval():
-            super().render_template_fields(context, jinja_env)
-
-    @cached_property
-    def hook(self) -> AuralytikHook:
-        """The hook of ``auralytik_conn_id``; a subclass overrides this to pass its own options."""
-        return AuralytikHook(self.auralytik_conn_id)
 
 
 def storage_url(path: ObjectStoragePath) -> str:

@@ -18,20 +18,18 @@ from airflow_provider_auralytik.conversations.listing import check_filter
 from airflow_provider_auralytik.conversations.window import (
     DEFAULT_DATE_FROM,
     DEFAULT_DATE_TO,
-    explain_missing_data_interval,
 )
 from airflow_provider_auralytik.exceptions import AuralytikUnavailableError
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook
+from airflow_provider_auralytik.operators.common import AuralytikTaskMixin
 from airflow_provider_auralytik.triggers.conversations import AuralytikConversationsCompletedTrigger
 
 if TYPE_CHECKING:
-    import jinja2
-
     from airflow_provider_auralytik._compat import Context
     from airflow_provider_auralytik.conversations.completed_check import Check, CheckMemory
 
 
-class AuralytikConversationsCompletedSensor(BaseSensorOperator):
+class AuralytikConversationsCompletedSensor(AuralytikTaskMixin, BaseSensorOperator):
     """
     Wait until every conversation named, or every conversation of a window, has status ``completed``.
 
@@ -86,14 +84,6 @@ class AuralytikConversationsCompletedSensor(BaseSensorOperator):
         if deferrable is None:
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = deferrable
-
-    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
-        with explain_missing_data_interval():  # a run without a data interval: say what to do
-            super().render_template_fields(context, jinja_env)
-
-    @cached_property
-    def hook(self) -> AuralytikHook:
-        return AuralytikHook(self.auralytik_conn_id)
 
     @cached_property
     def _memory(self) -> CheckMemory:
