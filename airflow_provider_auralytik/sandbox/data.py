@@ -78,6 +78,22 @@ def reported_count(mode: str, true_count: int, on_page: int, first_answer: int |
 # --------------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------------
+#: The least value of each numeric :class:`SandboxConfig` field (checked in ``__post_init__``).
+_LEAST_VALUES = (
+    ("days", 1),
+    ("per_day", 0),
+    ("max_messages", 1),
+    ("latency_ms", 0),
+    ("retry_after", 0),
+    ("complete_within", 0),
+    ("insert_during_listing", 0),
+    ("rate_limit", 0),
+    ("trickle_every", 0),
+    ("crowded_second", 0),
+    ("delete_during_listing", 0),
+)
+
+
 @dataclass
 class SandboxConfig:
     """Everything that shapes the sandbox's data and behaviour. Same config → same data.
@@ -122,26 +138,11 @@ class SandboxConfig:
     hold_for: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.days < 1:
-            raise ValueError("days must be >= 1")
-        if self.per_day < 0:
-            raise ValueError("per_day must be >= 0")
-        if self.max_messages < 1:
-            raise ValueError("max_messages must be >= 1")
-        if self.latency_ms < 0:
-            raise ValueError("latency_ms must be >= 0")
-        if self.retry_after < 0:
-            raise ValueError("retry_after must be >= 0")
-        if self.complete_within < 0:
-            raise ValueError("complete_within must be >= 0")
-        if self.insert_during_listing < 0:
-            raise ValueError("insert_during_listing must be >= 0")
-        if self.rate_limit < 0 or self.trickle_every < 0:
-            raise ValueError("rate_limit and trickle_every must be >= 0")
+        for name, least in _LEAST_VALUES:
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}")
         if self.total_count_mode not in TOTAL_COUNT_MODES:
             raise ValueError(f"total_count_mode must be one of {', '.join(TOTAL_COUNT_MODES)}")
-        if self.crowded_second < 0 or self.delete_during_listing < 0:
-            raise ValueError("crowded_second and delete_during_listing must be >= 0")
         hold = self.hold_active
         if isinstance(hold, bool) or not (
             (isinstance(hold, int) and hold >= 0)
