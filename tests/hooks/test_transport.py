@@ -59,6 +59,7 @@ class RawServer:
         self.requests: list[bytes] = []
         self.connections = 0
         self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.1)  # here, not in the thread: a server closed at once has no socket left to set
         self.port = self._sock.getsockname()[1]
         self._open: list[socket.socket] = []
         self._stop = False
@@ -70,7 +71,6 @@ class RawServer:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def _serve(self) -> None:
-        self._sock.settimeout(0.1)
         while not self._stop:
             try:
                 conn, _ = self._sock.accept()
