@@ -268,8 +268,12 @@ def test_httptools_leaves_a_connection_that_sent_stray_bytes_unused(raw_server, 
 def test_a_target_with_a_space_or_a_control_byte_is_refused_before_sending(raw_server):
     server = raw_server(lambda n, head: (answer(), None))
     for path in ("/a b", "/a\r\nX-Injected: 1", "/a\x7f"):
+
+        async def get(pool: AsyncHttpPool, path: str = path) -> Any:
+            return await pool.get(path)
+
         with pytest.raises(ValueError, match="not a valid request target"):
-            run(make_pool(server.url), lambda pool, path=path: pool.get(path))
+            run(make_pool(server.url), get)
     assert server.connections == 0
 
 
