@@ -22,6 +22,11 @@ def main() -> None:
     )
     import logging
 
+    if os.environ.get("AURALYTIK_BENCH_NO_SLOW_START"):  # benchmarks/rate_limit.py: what slow start costs
+        from airflow_provider_auralytik.hooks import pacing
+
+        pacing.INITIAL_SHARE = 1.0
+
     from airflow_provider_auralytik.operators.export import (
         AuralytikExportConversationsOperator,
         AuralytikExportMessagesOperator,
