@@ -17,7 +17,7 @@ the way TCP flows share a link, without talking to the other clients of the key:
   per answer (slow start: it doubles every round trip), so a fast server costs nothing and a limited
   one sees a small first burst (``INITIAL_SHARE`` of ``max_concurrency``, at least one); from
   ``FAST_START_FROM`` in flight on, while the answers come as fast as the fastest so far, by
-  ``FAST_START_GROWTH`` per answer (x4 every round trip): 256 in flight are open after 4 round trips
+  ``FAST_START_GROWTH`` per answer (x4 every round trip): 256 in flight are open after 2 round trips
   instead of 8;
 * ``max_rate`` (the connection's ``max_requests_per_second``) is a client-side limit the rate
   never exceeds: at or below the key's quota, no 429 at all.
@@ -56,9 +56,9 @@ MAX_STEPS = 3
 MIN_RATE = 0.5
 #: In-flight limit at the start (slow start: +1 per answer until the first 429) ...
 INITIAL_IN_FLIGHT = 1
-#: ... or this share of ``max_concurrency``, if more: who asks for 256 at once starts with 4 (a key that
-#: takes that much takes a burst of 4; the default 16 starts with 1).
-INITIAL_SHARE = 1 / 64
+#: ... or this share of ``max_concurrency``, if more: who asks for 256 at once starts with 16 (a key that
+#: takes that much takes a burst of 16; the default 16 starts with 1).
+INITIAL_SHARE = 1 / 16
 #: From this many in flight, slow start adds FAST_START_GROWTH per answer instead of 1, while the answers'
 #: latency (its moving average) stays within FAST_START_LATENCY x the least seen: a key that took this many
 #: at once without a 429 or a slower answer is not one whose burst is counted in units (the several

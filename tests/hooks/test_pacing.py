@@ -119,16 +119,17 @@ def round_trips_to_open(pacer: Pacer, clock: FakeClock, latencies: Iterator[floa
 
 
 def test_slow_start_doubles_per_round_trip_then_grows_faster_while_answers_stay_as_fast(clock):
-    # 256 asked for: starts at 4; 8, 16 (doubling), then x4 while the latency stays flat: 64, 256.
-    assert make(clock, max_concurrency=256).in_flight_limit == 4
-    assert round_trips_to_open(make(clock, max_concurrency=256), clock, itertools.repeat(0.05)) == 4
-    # 128: starts at 2; 4, 8, 16, then 64, 128.
-    assert round_trips_to_open(make(clock, max_concurrency=128), clock, itertools.repeat(0.05)) == 5
+    # 256 asked for: starts at 16, then x4 while the latency stays flat: 64, 256.
+    assert make(clock, max_concurrency=256).in_flight_limit == 16
+    assert round_trips_to_open(make(clock, max_concurrency=256), clock, itertools.repeat(0.05)) == 2
+    # 128: starts at 8; 16 (doubling), then 64, 128.
+    assert round_trips_to_open(make(clock, max_concurrency=128), clock, itertools.repeat(0.05)) == 3
     # The default 16 starts at 1 and only doubles (FAST_START_FROM): it opens as before.
     assert round_trips_to_open(make(clock, max_concurrency=16), clock, itertools.repeat(0.05)) == 4
-    # Answers slowing down (the server, or this client, is loaded): back to doubling (16, 32, ... 256).
-    slower = (0.05 * 1.5**k for k in itertools.count())
-    assert round_trips_to_open(make(clock, max_concurrency=256), clock, slower) == 6
+    # Answers slowing down (the server, or this client, is loaded): back to doubling once the moving
+    # average of the latency passes 1.5x the least, so one round trip more than at a flat latency.
+    slower = (0.05 * 2**k for k in itertools.count())
+    assert round_trips_to_open(make(clock, max_concurrency=256), clock, slower) == 3
 
 
 # ---------------------------------------------------------------------------------------------
