@@ -13,6 +13,14 @@ _PKG = "airflow_provider_auralytik"
 #: page and from errors that need more than one line of explanation.
 DOCS_URL = "https://github.com/auralytik/airflow-provider-auralytik/blob/main/docs"
 
+#: The defaults of the connection's extras that the form shows, defined once: the hook applies them
+#: (``HookSettings``), the form's descriptions state them, and the messages export's ``max_concurrency``
+#: starts from the same 16. Here, where reading them imports nothing.
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 6
+DEFAULT_MAX_CONCURRENCY = 16
+DEFAULT_RATE_LIMIT_MAX_WAIT = 600.0
+
 #: The connection form, defined once. Airflow 3.2+ reads it from the provider info without importing
 #: the hook (``ui-field-behaviour`` and ``conn-fields``); Airflow 3.0/3.1 ask the hook, whose
 #: ``get_ui_field_behaviour()`` and ``get_connection_form_widgets()`` are derived from these.
@@ -23,7 +31,8 @@ _UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "placeholders": {
         "host": "https://api.auralytik.com/v1",
         "password": "Auralytik API key with the conversations:read scope",
-        "extra": '{"timeout": 30, "max_retries": 6, "max_concurrency": 16}',
+        "extra": f'{{"timeout": {DEFAULT_TIMEOUT:g}, "max_retries": {DEFAULT_MAX_RETRIES}, '
+        f'"max_concurrency": {DEFAULT_MAX_CONCURRENCY}}}',
     },
 }
 
@@ -32,23 +41,24 @@ _UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 _CONN_FIELDS: dict[str, dict[str, Any]] = {
     "timeout": {
         "label": "Timeout (seconds)",
-        "description": "Seconds a request may take, connecting and reading. Default 30.",
+        "description": f"Seconds a request may take, connecting and reading. Default {DEFAULT_TIMEOUT:g}.",
         "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
     },
     "max_retries": {
         "label": "Max retries",
         "description": "Retries of a transient fault (408, 5xx, dropped connection, timeout) per request. "
-        "Default 6; 0 disables them. A 429 spends none: see the rate limit wait.",
+        f"Default {DEFAULT_MAX_RETRIES}; 0 disables them. A 429 spends none: see the rate limit wait.",
         "schema": {"type": ["integer", "null"], "minimum": 0},
     },
     "max_concurrency": {
         "label": "Max concurrency",
-        "description": "Requests in flight at once (the HTTP pool). Default 16.",
+        "description": f"Requests in flight at once (the HTTP pool). Default {DEFAULT_MAX_CONCURRENCY}.",
         "schema": {"type": ["integer", "null"], "minimum": 1},
     },
     "rate_limit_max_wait": {
         "label": "Rate limit max wait (seconds)",
-        "description": "Seconds a request may be held back by 429 answers before the task fails. Default 600.",
+        "description": "Seconds a request may be held back by 429 answers before the task fails. "
+        f"Default {DEFAULT_RATE_LIMIT_MAX_WAIT:g}.",
         "schema": {"type": ["number", "null"], "minimum": 0},
     },
     "max_requests_per_second": {

@@ -29,7 +29,16 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from airflow_provider_auralytik import DOCS_URL, __version__, connection_form_widgets, ui_field_behaviour
+from airflow_provider_auralytik import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RATE_LIMIT_MAX_WAIT,
+    DEFAULT_TIMEOUT,
+    DOCS_URL,
+    __version__,
+    connection_form_widgets,
+    ui_field_behaviour,
+)
 from airflow_provider_auralytik._compat import AirflowNotFoundException, BaseHook, aget_connection
 from airflow_provider_auralytik.conversations.listing import (
     MAX_PAGE_SIZE,
@@ -148,13 +157,13 @@ class HookSettings:
 
     base_url: str
     api_key: str = field(repr=False)
-    timeout: float = _extra(30.0, minimum=0.001)
-    max_retries: int = _extra(6, minimum=0)
+    timeout: float = _extra(DEFAULT_TIMEOUT, minimum=0.001)
+    max_retries: int = _extra(DEFAULT_MAX_RETRIES, minimum=0)
     backoff_base: float = _extra(0.5, minimum=0)
     backoff_max: float = _extra(30.0, minimum=0)
     retry_after_max: float = _extra(120.0, minimum=0)
-    max_concurrency: int = _extra(16, minimum=1)
-    rate_limit_max_wait: float = _extra(600.0, minimum=0)
+    max_concurrency: int = _extra(DEFAULT_MAX_CONCURRENCY, minimum=1)
+    rate_limit_max_wait: float = _extra(DEFAULT_RATE_LIMIT_MAX_WAIT, minimum=0)
     max_requests_per_second: float | None = _extra(None, minimum=0.01)
 
     @classmethod

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_auralytik import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_auralytik.conversations.listing import MAX_PAGE_SIZE
 from airflow_provider_auralytik.conversations.window import (
     DEFAULT_DATE_FROM,
@@ -31,7 +32,6 @@ from airflow_provider_auralytik.conversations.window import (
     explain_missing_data_interval,
 )
 from airflow_provider_auralytik.operators.common import (
-    DEFAULT_MAX_CONCURRENCY,
     AuralytikBaseOperator,
     storage_url,
 )

@@ -8,8 +8,8 @@ What the operators share: the base of those that call the API, and how an export
   (the exports, the sliced-export combine and the catch-up).
 * :func:`register_asset_alias`, :func:`emit_asset_event`: the ``asset_alias`` parameter (the exports, the
   combine and the catch-up).
-* :data:`DEFAULT_MAX_CONCURRENCY`, :data:`MAX_CONCURRENCY`: the ``max_concurrency`` of the messages export
-  and of the catch-up's re-exports.
+* :data:`MAX_CONCURRENCY`: the most ``max_concurrency`` the messages export and the catch-up's re-exports
+  take (the default, ``DEFAULT_MAX_CONCURRENCY``, is the connection's, in the package root).
 
 No operator module imports another one for these. Importing this module is cheap (no hook client, no I/O).
 """
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_auralytik._compat import Context, ObjectStoragePath
 
-#: Conversations a messages export fetches at once unless told otherwise.
-DEFAULT_MAX_CONCURRENCY = 16
 #: More conversations fetched at once only trips the API's rate limit (and exhausts sockets).
 MAX_CONCURRENCY = 256
 

@@ -13,12 +13,12 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_auralytik import DEFAULT_MAX_CONCURRENCY
 from airflow_provider_auralytik.conversations.listing import MAX_PAGE_SIZE, check_filter, check_page_size
 from airflow_provider_auralytik.conversations.pii import MODES as PII_MODES
 from airflow_provider_auralytik.conversations.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, UTC, DateWindow
 from airflow_provider_auralytik.hooks.auralytik import AuralytikHook, AuralytikNotFoundError
 from airflow_provider_auralytik.operators.common import (
-    DEFAULT_MAX_CONCURRENCY,
     MAX_CONCURRENCY,
     AuralytikBaseOperator,
     emit_asset_event,
