@@ -114,12 +114,11 @@ def encode_json_line(record: dict[str, Any]) -> bytes:
 
         _fast_encode = msgspec.json.Encoder().encode
     try:
-        line: bytes = _fast_encode(record)
+        line: bytes | None = _fast_encode(record)
     except (TypeError, UnicodeEncodeError):  # e.g. a bool or None key, a lone surrogate: json's own way
-        pass
-    else:
-        if not _NOT_AS_JSON.search(line):
-            return line
+        line = None
+    if line is not None and not _NOT_AS_JSON.search(line):
+        return line
     try:
         return _ENCODER.encode(record).encode("utf-8")
     except UnicodeEncodeError:
