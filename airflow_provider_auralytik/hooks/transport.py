@@ -27,6 +27,7 @@ connection.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import re
 import ssl
@@ -67,7 +68,7 @@ class ResponseHeaders(dict[str, str]):
         return isinstance(key, str) and super().__contains__(key.lower())
 
 
-class _BaseConnection(asyncio.Protocol):
+class _BaseConnection(asyncio.Protocol, abc.ABC):
     """One keep-alive connection fed by the event loop; a subclass parses the answers."""
 
     def __init__(self) -> None:
@@ -101,13 +102,13 @@ class _BaseConnection(asyncio.Protocol):
         """Whether any byte of the current exchange's answer arrived."""
         return self._received
 
+    @abc.abstractmethod
     async def exchange(self, target: bytes, headers: _HeaderSet) -> tuple[int, ResponseHeaders, bytes]:
         """Send ``GET target`` and read its whole answer: status, headers, body (decoded)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def next_cycle(self) -> bool:
         """Ready the connection for the next request; ``False`` if it cannot be reused."""
-        raise NotImplementedError
 
     def close(self) -> None:
         if self.transport is not None:

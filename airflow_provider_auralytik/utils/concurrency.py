@@ -10,6 +10,7 @@ when created, so an export's requests overlap whatever it still has to set up
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import gc
@@ -26,11 +27,12 @@ R = TypeVar("R")
 _C = TypeVar("_C", bound="_ClosedOnExit")
 
 
-class _ClosedOnExit:
+class _ClosedOnExit(abc.ABC):
     """``with`` support: leaving the block calls ``close()``."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Stop the work and release what it holds; safe to call twice."""
 
     def __enter__(self: _C) -> _C:
         return self

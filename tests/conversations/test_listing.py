@@ -329,19 +329,24 @@ def test_server_ignoring_fractions_fails_instead_of_dropping() -> None:
         server.list(window)
 
 
-def test_a_conversation_gone_between_requests_is_fine_one_still_there_is_not() -> None:
-    window = day(0)
-    conversations = uniform(400, window)
-    server = Server(conversations)
+def delete_one_after_the_first_page(server: Server) -> None:
+    """A fault injected into the fake server: once the first page is answered, one conversation it showed is gone."""
     answer = server.answer
 
-    def deleting(call: Any) -> Any:  # after the first page, delete one conversation it showed
+    def deleting(call: Any) -> Any:
         result = answer(call)
         if len(server.calls) == 1:
             server.conversations.remove(result["data"][5])
         return result
 
-    server.answer = deleting  # type: ignore[method-assign]  # a fault injected into the fake server
+    server.answer = deleting  # type: ignore[method-assign]  # the fault replaces the server's answer
+
+
+def test_a_conversation_gone_between_requests_is_fine_one_still_there_is_not() -> None:
+    window = day(0)
+    conversations = uniform(400, window)
+    server = Server(conversations)
+    delete_one_after_the_first_page(server)
     got = server.list(window)
     assert sorted(got) == sorted(ids(server.conversations))
     assert sum(isinstance(c, ConversationCall) for c in server.calls) == 1  # looked up: gone (404)

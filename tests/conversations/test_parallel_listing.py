@@ -24,7 +24,7 @@ from airflow_provider_auralytik.conversations.listing import (
 )
 from airflow_provider_auralytik.conversations.window import DateWindow, format_instant
 from airflow_provider_auralytik.sandbox.data import TOTAL_COUNT_MODES
-from tests.conversations.test_listing import Server, day, ids, uniform
+from tests.conversations.test_listing import Server, day, delete_one_after_the_first_page, ids, uniform
 
 
 class Concurrent:
@@ -99,15 +99,7 @@ def test_a_deletion_between_requests_is_verified_and_the_listing_stays_exact() -
     window = day(0)
     conversations = uniform(400, window)
     server = Server(list(conversations))
-    original = server.answer
-
-    def deleting(call: Any) -> Any:  # after the first page, delete one conversation it showed
-        result = original(call)
-        if len(server.calls) == 1:
-            server.conversations.remove(result["data"][5])
-        return result
-
-    server.answer = deleting  # type: ignore[method-assign]  # a fault injected into the fake server
+    delete_one_after_the_first_page(server)
     got = Concurrent(server).list(window, ahead=8)
     assert sorted(got) == sorted(ids(server.conversations))
     assert any(isinstance(c, ConversationCall) for c in server.calls)  # looked up, found gone

@@ -21,6 +21,14 @@ TIMEOUT = 2.0
 BOUND = 2 * TIMEOUT + 0.3 + 3.0
 
 
+def local_connection(monkeypatch: pytest.MonkeyPatch, port: int, **extra: float) -> None:
+    """The default connection, to a server of the test's own on ``port``."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AURALYTIK_DEFAULT",
+        json.dumps({"conn_type": "auralytik", "host": f"http://127.0.0.1:{port}/v1", "password": "k", "extra": extra}),
+    )
+
+
 @pytest.fixture
 def trickling(make_sandbox, monkeypatch):
     sandbox = make_sandbox(trickle_every=0.3)
@@ -79,17 +87,7 @@ def test_a_refused_connection_names_the_host(monkeypatch):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AURALYTIK_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "auralytik",
-                "host": f"http://127.0.0.1:{port}/v1",
-                "password": "k",
-                "extra": {"max_retries": 0},
-            }
-        ),
-    )
+    local_connection(monkeypatch, port, max_retries=0)
     with pytest.raises(AuralytikUnavailableError) as info:
         AuralytikHook().get_conversation("conv_1")
     message = str(info.value)
@@ -139,17 +137,7 @@ def head_trickler():
 
 def test_sync_request_gives_up_at_the_deadline_while_the_head_trickles(head_trickler, monkeypatch):
     port, accepted = head_trickler
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AURALYTIK_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "auralytik",
-                "host": f"http://127.0.0.1:{port}/v1",
-                "password": "k",
-                "extra": {"timeout": TIMEOUT, "max_retries": 1, "backoff_base": 0, "backoff_max": 0},
-            }
-        ),
-    )
+    local_connection(monkeypatch, port, timeout=TIMEOUT, max_retries=1, backoff_base=0, backoff_max=0)
     start = time.monotonic()
     with pytest.raises(AuralytikUnavailableError) as info:
         AuralytikHook().get_conversation("conv_1")
