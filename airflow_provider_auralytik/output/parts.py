@@ -103,6 +103,10 @@ def import_pyarrow() -> tuple[ModuleType, ModuleType]:
 #: (``0.00001``, ``1e16`` for ``1e-05``, ``1e+16``) and NaN/Infinity (``null``): a line where one of
 #: these patterns appears, even inside a string, is encoded by ``json`` instead.
 _NOT_AS_JSON = re.compile(rb"[0-9]e|0\.0000|null")
+#: Values both encoders write the same: a record of these alone (with string keys), the usual message or
+#: conversation, skips the pattern search (a regex over the whole line: most of a line's encoding time).
+_PLAIN_VALUES = frozenset((str, int, bool, type(None)))
+_STR = frozenset((str,))
 _fast_encode: Any = None
 
 
@@ -117,7 +121,10 @@ def encode_json_line(record: dict[str, Any]) -> bytes:
         line: bytes | None = _fast_encode(record)
     except (TypeError, UnicodeEncodeError):  # e.g. a bool or None key, a lone surrogate: json's own way
         line = None
-    if line is not None and not _NOT_AS_JSON.search(line):
+    if line is not None and (
+        (_PLAIN_VALUES.issuperset(map(type, record.values())) and _STR.issuperset(map(type, record)))
+        or not _NOT_AS_JSON.search(line)
+    ):
         return line
     try:
         return _ENCODER.encode(record).encode("utf-8")

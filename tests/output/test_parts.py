@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import gzip
 import hashlib
 import io
@@ -90,6 +91,14 @@ def test_a_json_line_is_compact_utf8_and_keeps_lone_surrogates_as_escapes():
     assert json.loads(line) == {"t": "x\ud800y"}
 
 
+class _Status(str, enum.Enum):
+    OPEN = "open"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
 @pytest.mark.parametrize(
     "record",
     [
@@ -99,6 +108,8 @@ def test_a_json_line_is_compact_utf8_and_keeps_lone_surrogates_as_escapes():
         {"int": 2**70, "neg": -(2**63) - 1, "none": None, "nested": {"a": [1, {"b": None}, [2.5e-9]]}},
         {2: "int key", 1.5: "float key", True: "bool key", None: "none key"},
         {"text": "0.00001 and 1e5 and null inside strings", "hex": "5e7a9e0f"},
+        {"id": "msg_2", "replyTo": None, "edited": False, "seq": 0, "note": "null"},  # plain: no pattern search
+        {"status": _Status.OPEN, "level": _Level.HIGH, "text": "plain-looking, but str and int subclasses"},
     ],
 )
 def test_a_json_line_has_the_bytes_json_dumps_gives(record: dict[Any, Any]) -> None:
