@@ -25,6 +25,7 @@ def main() -> None:
     if os.environ.get("AURALYTIK_BENCH_NO_SLOW_START"):  # benchmarks/rate_limit.py: what slow start costs
         from airflow_provider_auralytik.hooks import pacing
 
+        pacing.INITIAL_IN_FLIGHT = 1 << 30  # at any max_concurrency, all of it from the first request
         pacing.INITIAL_SHARE = 1.0
 
     from airflow_provider_auralytik.operators.export import (

@@ -839,6 +839,9 @@ class AuralytikHook(BaseHook):
         """Async :meth:`_get`: the whole request (connect, headers, body) within ``timeout``."""
         settings = self.settings
         if self._pool is not None:
+            # As many connections open as requests may be in flight now: opened while the answers they
+            # wait for are on their way, not all at once when the limit opens.
+            self._pool.open_ahead(self._agate.limit)
             try:
                 answer = self._pool.get(request.path, request.params, request.headers)
                 status, headers, body = await _within(settings.timeout, answer)

@@ -15,10 +15,10 @@ the way TCP flows share a link, without talking to the other clients of the key:
   and the in-flight limit by one, up to ``max_concurrency``;
 * before the first 429 there is no rate limit, and the in-flight limit starts low and grows by one
   per answer (slow start: it doubles every round trip), so a fast server costs nothing and a limited
-  one sees a small first burst (``INITIAL_SHARE`` of ``max_concurrency``, at least one); from
-  ``FAST_START_FROM`` in flight on, while the answers come as fast as the fastest so far, by
-  ``FAST_START_GROWTH`` per answer (x4 every round trip): 256 in flight are open after 2 round trips
-  instead of 8;
+  one sees a small first burst (one request at the default 16 in flight; above it a quarter of
+  ``max_concurrency``, at least 16); from ``FAST_START_FROM`` in flight on, while the answers come as
+  fast as the fastest so far, by ``FAST_START_GROWTH`` per answer (x4 every round trip): 256 in flight
+  are open after 1 round trip instead of 8;
 * ``max_rate`` (the connection's ``max_requests_per_second``) is a client-side limit the rate
   never exceeds: at or below the key's quota, no 429 at all.
 
@@ -54,11 +54,12 @@ STEP_SHARE = 0.05
 MAX_STEPS = 3
 #: The rate never goes below this (requests/s).
 MIN_RATE = 0.5
-#: In-flight limit at the start (slow start: +1 per answer until the first 429) ...
+#: In-flight limit at the start, up to ``FAST_START_FROM`` in flight (slow start: +1 per answer until the
+#: first 429): the default 16 starts with 1, so several processes sharing a small key open by doubling ...
 INITIAL_IN_FLIGHT = 1
-#: ... or this share of ``max_concurrency``, if more: who asks for 256 at once starts with 16 (a key that
-#: takes that much takes a burst of 16; the default 16 starts with 1).
-INITIAL_SHARE = 1 / 16
+#: ... above it, this share of ``max_concurrency``, and at least ``FAST_START_FROM``: who asks for 64, 128
+#: or 256 at once vouches for a key that takes a burst of 16, 32 or 64.
+INITIAL_SHARE = 1 / 4
 #: From this many in flight, slow start adds FAST_START_GROWTH per answer instead of 1, while the answers'
 #: latency (its moving average) stays within FAST_START_LATENCY x the least seen: a key that took this many
 #: at once without a 429 or a slower answer is not one whose burst is counted in units (the several
@@ -77,6 +78,13 @@ PAUSE_JITTER = 0.05
 CATCH_UP = 0.1
 #: Longest wait for an in-flight slot before checking again.
 MAX_SLOT_POLL = 0.02
+
+
+def initial_in_flight(max_concurrency: int) -> int:
+    """The in-flight limit slow start begins with (see ``INITIAL_SHARE``)."""
+    if max_concurrency <= FAST_START_FROM:
+        return INITIAL_IN_FLIGHT
+    return max(FAST_START_FROM, math.floor(INITIAL_SHARE * max_concurrency))
 
 
 class Clock:
@@ -120,7 +128,7 @@ class Pacer:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._in_flight = 0
-        self._limit = float(min(max(INITIAL_IN_FLIGHT, math.floor(INITIAL_SHARE * max_concurrency)), max_concurrency))
+        self._limit = float(min(initial_in_flight(max_concurrency), max_concurrency))
         self._slow_start = True
         self._rate: float | None = max_rate
         self._step = max(MIN_STEP, STEP_SHARE * (max_rate or 0.0))

@@ -353,6 +353,9 @@ class AsyncHttpPool:
         self._idle: list[_BaseConnection] = []
         self._max_idle = max_idle
         self._closed = False
+        #: Connections checked out by a request, and being opened ahead of need (:meth:`open_ahead`).
+        self._busy = 0
+        self._opening: set[asyncio.Task[None]] = set()
 
     def target(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         """The request target (path and query) of ``path`` below the base URL."""
@@ -373,34 +376,72 @@ class AsyncHttpPool:
             raise ValueError(f"not a valid request target: {target!r}")
         while True:
             conn, reused = await self._checkout()
+            self._busy += 1
             try:
                 answer = await conn.exchange(target, header_set)
             except ConnectionResetError:
+                self._busy -= 1
                 conn.close()
                 if reused and not conn.received:
                     continue  # the server had closed this idle connection: nothing was answered on it
                 raise
             except BaseException:  # a fault, a timeout or a cancellation: the connection's state is unknown
+                self._busy -= 1
                 conn.close()
                 raise
+            self._busy -= 1
             self._checkin(conn)
             return answer
 
-    async def _checkout(self) -> tuple[_BaseConnection, bool]:
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.reusable:
-                return conn, True
-            conn.close()
+    def open_ahead(self, count: int) -> None:
+        """
+        Open connections in the background until ``count`` are open (idle, in use or being opened).
+
+        Opening a connection costs the event loop about as much CPU as a request; a client whose
+        in-flight limit jumps (slow start, x4 per round trip) would otherwise open a hundred of them
+        at once, in the middle of the answers, instead of in the idle round trip before. A failure is
+        left to the request that needs the connection: it opens its own and reports the error.
+        """
+        missing = min(count, self._max_idle) - len(self._idle) - self._busy - len(self._opening)
+        if missing <= 0 or self._closed:
+            return
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(
+        for _ in range(missing):
+            task = loop.create_task(self._open_idle())
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+
+    async def _open_idle(self) -> None:
+        try:
+            conn = await self._connect()
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            return  # the request that needs a connection opens its own, and says what went wrong
+        if self._closed or len(self._idle) >= self._max_idle:
+            conn.close()
+        else:
+            self._idle.append(conn)  # fresh: no exchange to end (``_checkin`` is for used ones)
+
+    async def _connect(self) -> _BaseConnection:
+        _, conn = await asyncio.get_running_loop().create_connection(
             self._connection,
             self.host,
             self.port,
             ssl=self._ssl,
             server_hostname=self.host if self._ssl is not None else None,
         )
-        return conn, False
+        return conn
+
+    async def _checkout(self) -> tuple[_BaseConnection, bool]:
+        while True:
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.reusable:
+                    return conn, True
+                conn.close()
+            if not self._opening:
+                return await self._connect(), False
+            # One is being opened ahead (for a request like this one): take the first to open.
+            await asyncio.wait(tuple(self._opening), return_when=asyncio.FIRST_COMPLETED)
 
     def _checkin(self, conn: _BaseConnection) -> None:
         if not self._closed and len(self._idle) < self._max_idle and conn.next_cycle():
@@ -415,6 +456,8 @@ class AsyncHttpPool:
     def close(self) -> None:
         """Close every idle connection; connections in use close when their request ends."""
         self._closed = True
+        for task in self._opening:
+            task.cancel()
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()

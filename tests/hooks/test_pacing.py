@@ -119,17 +119,30 @@ def round_trips_to_open(pacer: Pacer, clock: FakeClock, latencies: Iterator[floa
 
 
 def test_slow_start_doubles_per_round_trip_then_grows_faster_while_answers_stay_as_fast(clock):
-    # 256 asked for: starts at 16, then x4 while the latency stays flat: 64, 256.
-    assert make(clock, max_concurrency=256).in_flight_limit == 16
-    assert round_trips_to_open(make(clock, max_concurrency=256), clock, itertools.repeat(0.05)) == 2
-    # 128: starts at 8; 16 (doubling), then 64, 128.
-    assert round_trips_to_open(make(clock, max_concurrency=128), clock, itertools.repeat(0.05)) == 3
+    # Above the default, a quarter of max_concurrency (at least 16) at once, then x4 while the latency
+    # stays flat: 64, 128 and 256 are open after one round trip; 32 starts at 16.
+    assert [make(clock, max_concurrency=n).in_flight_limit for n in (17, 32, 64, 128, 256)] == [16, 16, 16, 32, 64]
+    for n in (64, 128, 256):
+        assert round_trips_to_open(make(clock, max_concurrency=n), clock, itertools.repeat(0.05)) == 1
     # The default 16 starts at 1 and only doubles (FAST_START_FROM): it opens as before.
+    assert make(clock, max_concurrency=16).in_flight_limit == 1
     assert round_trips_to_open(make(clock, max_concurrency=16), clock, itertools.repeat(0.05)) == 4
-    # Answers slowing down (the server, or this client, is loaded): back to doubling once the moving
-    # average of the latency passes 1.5x the least, so one round trip more than at a flat latency.
-    slower = (0.05 * 2**k for k in itertools.count())
-    assert round_trips_to_open(make(clock, max_concurrency=256), clock, slower) == 3
+
+
+def test_slow_start_grows_by_one_per_answer_once_the_answers_slow_down(clock):
+    # 256 asked for, 64 sent at once: the first answers come in 50 ms, the rest in 200 ms (the server,
+    # or this client, is loaded). Once the moving average of the latency passes 1.5x the least, each
+    # answer adds 1, not 3: the limit is not open after this round trip.
+    pacer = make(clock, max_concurrency=256)
+    sent = clock.t
+    while pacer.try_acquire() == 0.0:
+        pass
+    for latency in [0.05] * 4 + [0.2] * 60:
+        clock.t = sent + latency
+        pacer.release(sent)
+    assert 64 + 4 * 3 < pacer.in_flight_limit < 256
+    flat = make(clock, max_concurrency=256)
+    assert round_trips_to_open(flat, clock, itertools.repeat(0.05)) == 1
 
 
 # ---------------------------------------------------------------------------------------------

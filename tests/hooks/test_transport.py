@@ -305,6 +305,52 @@ def test_a_cancelled_request_closes_its_connection_instead_of_reusing_it(raw_ser
     assert server.connections == 2
 
 
+def test_connections_opened_ahead_are_used_by_the_requests_that_follow(raw_server):
+    server = raw_server(lambda n, head: (answer(), None))
+
+    async def open_then_get(pool: AsyncHttpPool) -> list[int]:
+        pool.open_ahead(5)
+        pool.open_ahead(5)  # already being opened: nothing more
+        while pool.idle_connections < 5:
+            await asyncio.sleep(0.01)
+        answers = await asyncio.gather(*(pool.get(f"/x{i}") for i in range(5)))
+        pool.open_ahead(5)  # 5 open (idle again): nothing more
+        await asyncio.sleep(0.05)
+        return [status for status, _, _ in answers]
+
+    assert run(make_pool(server.url), open_then_get) == [200] * 5
+    assert server.connections == 5  # the five requests went over the five connections opened ahead
+    assert len(server.requests) == 5
+
+
+def test_a_connection_that_cannot_be_opened_ahead_is_left_to_the_request_that_needs_it():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def open_then_get(pool: AsyncHttpPool) -> None:
+        pool.open_ahead(3)
+        await asyncio.sleep(0.05)  # refused, quietly
+        assert pool.idle_connections == 0
+        await pool.get("/x")  # the request says what went wrong
+
+    with pytest.raises(ConnectionRefusedError):
+        run(make_pool(f"http://127.0.0.1:{port}"), open_then_get)
+
+
+def test_closing_the_pool_stops_opening_ahead(raw_server):
+    server = raw_server(lambda n, head: (answer(), None))
+
+    async def open_then_close(pool: AsyncHttpPool) -> int:
+        pool.open_ahead(50)
+        pool.close()
+        await asyncio.sleep(0.05)
+        pool.open_ahead(50)  # closed: nothing
+        return pool.idle_connections
+
+    assert run(make_pool(server.url), open_then_close) == 0
+
+
 def test_response_headers_ignore_case():
     headers = ResponseHeaders({"retry-after": "5"})
     assert headers.get("Retry-After") == "5"
