@@ -839,9 +839,9 @@ class AuralytikHook(BaseHook):
         """Async :meth:`_get`: the whole request (connect, headers, body) within ``timeout``."""
         settings = self.settings
         if self._pool is not None:
-            # As many connections open as requests may be in flight now: opened while the answers they
-            # wait for are on their way, not all at once when the limit opens.
-            self._pool.open_ahead(self._agate.limit)
+            # As many connections open as requests may be in flight a round trip from now: opened while
+            # the answers the limit waits for are on their way, not all at once when it opens.
+            self._pool.open_ahead(min(settings.max_concurrency, self.pacer.in_flight_limit_soon()))
             try:
                 answer = self._pool.get(request.path, request.params, request.headers)
                 status, headers, body = await _within(settings.timeout, answer)

@@ -305,6 +305,13 @@ class Pacer:
         with self._lock:
             return int(self._limit)
 
+    def in_flight_limit_soon(self) -> int:
+        """The most the in-flight limit can be one round trip from now: in slow start each request
+        in flight may add ``FAST_START_GROWTH``, after it the limit climbs by one at most."""
+        with self._lock:
+            growth = (1 + FAST_START_GROWTH) * self._limit if self._slow_start else self._limit + 1
+            return int(min(growth, self.max_concurrency))
+
 
 # ---------------------------------------------------------------------------------------------
 # One pacer per key and base URL in a process

@@ -32,6 +32,7 @@ import asyncio
 import re
 import ssl
 import zlib
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -353,9 +354,11 @@ class AsyncHttpPool:
         self._idle: list[_BaseConnection] = []
         self._max_idle = max_idle
         self._closed = False
-        #: Connections checked out by a request, and being opened ahead of need (:meth:`open_ahead`).
+        #: Connections checked out by a request, being opened ahead of need (:meth:`open_ahead`), and the
+        #: requests waiting for one of those (``None`` if it could not be opened).
         self._busy = 0
         self._opening: set[asyncio.Task[None]] = set()
+        self._waiting: deque[asyncio.Future[_BaseConnection | None]] = deque()
 
     def target(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         """The request target (path and query) of ``path`` below the base URL."""
@@ -412,10 +415,18 @@ class AsyncHttpPool:
             task.add_done_callback(self._opening.discard)
 
     async def _open_idle(self) -> None:
+        conn: _BaseConnection | None
         try:
             conn = await self._connect()
         except (OSError, asyncio.TimeoutError, ssl.SSLError):
-            return  # the request that needs a connection opens its own, and says what went wrong
+            conn = None  # the request that needs a connection opens its own, and says what went wrong
+        while self._waiting:  # the first request waiting for it takes it
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is None:
+            return
         if self._closed or len(self._idle) >= self._max_idle:
             conn.close()
         else:
@@ -432,16 +443,27 @@ class AsyncHttpPool:
         return conn
 
     async def _checkout(self) -> tuple[_BaseConnection, bool]:
-        while True:
-            while self._idle:
-                conn = self._idle.pop()
-                if conn.reusable:
-                    return conn, True
-                conn.close()
-            if not self._opening:
-                return await self._connect(), False
-            # One is being opened ahead (for a request like this one): take the first to open.
-            await asyncio.wait(tuple(self._opening), return_when=asyncio.FIRST_COMPLETED)
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reusable:
+                return conn, True
+            conn.close()
+        if len(self._opening) > len(self._waiting):
+            # One is being opened ahead for a request like this one, and no other request waits for it.
+            waiter: asyncio.Future[_BaseConnection | None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                opened = await waiter
+            except asyncio.CancelledError:
+                if not waiter.done() or waiter.cancelled():
+                    if waiter in self._waiting:
+                        self._waiting.remove(waiter)
+                elif (handed := waiter.result()) is not None:
+                    self._idle.append(handed)  # handed over as this request was cancelled: still fresh
+                raise
+            if opened is not None:
+                return opened, True
+        return await self._connect(), False
 
     def _checkin(self, conn: _BaseConnection) -> None:
         if not self._closed and len(self._idle) < self._max_idle and conn.next_cycle():
@@ -458,6 +480,10 @@ class AsyncHttpPool:
         self._closed = True
         for task in self._opening:
             task.cancel()
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionAbortedError("the HTTP pool is closed"))
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()

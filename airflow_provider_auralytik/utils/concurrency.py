@@ -159,11 +159,6 @@ class Gate:
     def held(self) -> int:
         return self._held
 
-    @property
-    def limit(self) -> int:
-        """How many may hold it at once now."""
-        return self._limit()
-
     async def acquire(self, *, first: bool = False) -> None:
         """Wait for a slot; ``first``: ahead of every waiter (a request on the critical path)."""
         if not self._waiters and (self._held == 0 or self._held < self._limit()):
