@@ -129,6 +129,17 @@ def test_slow_start_doubles_per_round_trip_then_grows_faster_while_answers_stay_
     assert round_trips_to_open(make(clock, max_concurrency=16), clock, itertools.repeat(0.05)) == 4
 
 
+def test_the_limit_a_round_trip_from_now_is_what_slow_start_or_the_climb_can_reach(clock):
+    # What the pool opens connections for ahead of need: x4 in slow start, +1 after it.
+    assert make(clock, max_concurrency=256).in_flight_limit_soon() == 256
+    assert make(clock, max_concurrency=1024).in_flight_limit_soon() == 1024  # 256 x 4
+    assert make(clock, max_concurrency=16).in_flight_limit_soon() == 4  # 1 x 4
+    pacer = make(clock, max_concurrency=16)
+    answered(pacer, clock, 40, every=0.05)
+    throttle(pacer, clock, retry_after=1)  # slow start is over: the limit climbs by one at most
+    assert pacer.in_flight_limit_soon() == pacer.in_flight_limit + 1
+
+
 def test_slow_start_grows_by_one_per_answer_once_the_answers_slow_down(clock):
     # 256 asked for, 64 sent at once: the first answers come in 50 ms, the rest in 200 ms (the server,
     # or this client, is loaded). Once the moving average of the latency passes 1.5x the least, each

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -131,6 +132,28 @@ def test_asyncio_server_keeps_connections_counts_in_flight_and_injects_faults():
         assert 200 in statuses
         assert sum(stats.faults.values()) > 0
         assert stats.connections < stats.requests + 1
+
+
+def test_asyncio_server_answers_once_the_latency_has_passed_and_counts_the_answer_then():
+    from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig
+
+    with Sandbox(SandboxConfig(days=1, per_day=5, latency_ms=100), asyncio_server=True) as sandbox:
+        conversation_id = sandbox.conversations_in()[0]
+        started = time.monotonic()
+        answer = requests.get(
+            f"{sandbox.url}/conversations/{conversation_id}/messages",
+            headers={"Authorization": f"Bearer {sandbox.api_key}"},
+            timeout=10,
+        )
+        elapsed = time.monotonic() - started
+        stats = sandbox.stats
+    assert answer.status_code == 200
+    assert answer.json()["messages"] == sandbox.messages(conversation_id)
+    # Made on arrival, sent (and counted as answered) when the 100 ms have passed: never early.
+    assert elapsed >= 0.1
+    assert stats.span is not None
+    assert 0.1 <= stats.span < 1.0
+    assert stats.by_kind["messages"] == 1
 
 
 def test_asyncio_server_refuses_trickling():
