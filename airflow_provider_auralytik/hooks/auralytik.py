@@ -466,6 +466,33 @@ def _read_body(response: requests.Response, deadline: float) -> bytes:
 _READ_SIZE = 256 * 1024
 
 
+class _InFlightSlot:
+    """
+    One attempt's place in the async gate and the pacer, freed once: as soon as its answer is in, if
+    it is a success (the pool says so from the event loop's read callback: the next request goes out in
+    the same turn of the loop, not after every answer read with this one is decoded), else when the
+    attempt ends (a 429's or a fault's release is the retry policy's: it needs the whole answer).
+    """
+
+    __slots__ = ("_budget", "_gate", "_held")
+
+    def __init__(self, budget: RequestBudget, gate: Gate) -> None:
+        self._budget = budget
+        self._gate = gate
+        self._held = True
+
+    def answered(self, status: int) -> None:
+        if self._held and 200 <= status < 300:
+            self._held = False
+            self._budget.done()
+            self._gate.release()
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            self._gate.release()
+
+
 async def _within(seconds: float, answer: Awaitable[T]) -> T:
     """``answer`` within ``seconds`` (``asyncio.timeout`` on Python 3.11+, ``wait_for`` on 3.10)."""
     if sys.version_info >= (3, 11):
@@ -818,10 +845,11 @@ class AuralytikHook(BaseHook):
             # A listing request passes the fetches waiting: the window's next pieces are what the
             # fetches after them wait for.
             await gate.acquire(first=request.listing)
+            slot = _InFlightSlot(budget, gate)
             try:
                 if (wait := budget.turn()) == 0:
                     try:
-                        result = await self._aget(request)
+                        result = await self._aget(request, slot.answered)
                     except _Retryable as exc:
                         wait = self._retry_delay(budget, request, exc) or 0.0
                     except BaseException:
@@ -831,19 +859,20 @@ class AuralytikHook(BaseHook):
                         budget.done()
                         return result
             finally:
-                gate.release()
+                slot.free()
             if wait > 0:
                 await clock.asleep(wait)
 
-    async def _aget(self, request: ApiRequest) -> Any:
-        """Async :meth:`_get`: the whole request (connect, headers, body) within ``timeout``."""
+    async def _aget(self, request: ApiRequest, answered: Callable[[int], None] | None = None) -> Any:
+        """Async :meth:`_get`: the whole request (connect, headers, body) within ``timeout``; ``answered``
+        is told the status as soon as the whole answer is in (the pool only)."""
         settings = self.settings
         if self._pool is not None:
             # As many connections open as requests may be in flight a round trip from now: opened while
             # the answers the limit waits for are on their way, not all at once when it opens.
             self._pool.open_ahead(min(settings.max_concurrency, self.pacer.in_flight_limit_soon()))
             try:
-                answer = self._pool.get(request.path, request.params, request.headers)
+                answer = self._pool.get(request.path, request.params, request.headers, answered)
                 status, headers, body = await _within(settings.timeout, answer)
             except (OSError, asyncio.TimeoutError) as exc:  # refused, reset, not HTTP, TLS, the deadline
                 raise _Retryable(self._transport_reason(request, exc)) from None

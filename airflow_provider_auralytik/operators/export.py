@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_auralytik import DEFAULT_MAX_CONCURRENCY
+from airflow_provider_auralytik.conversations.completed_check import pending_entry
 from airflow_provider_auralytik.conversations.listing import MAX_PAGE_SIZE, check_filter, check_page_size
 from airflow_provider_auralytik.conversations.pii import MODES as PII_MODES
 from airflow_provider_auralytik.conversations.window import DEFAULT_DATE_FROM, DEFAULT_DATE_TO, UTC, DateWindow
@@ -288,8 +289,6 @@ class AuralytikExportConversationsOperator(_AuralytikExportOperator):
     def _write(
         self, stream: Iterable[dict[str, Any]], listing: WindowListing, writer: PartWriter, progress: Progress
     ) -> dict[str, Any]:
-        from airflow_provider_auralytik.conversations.completed_check import pending_entry
-
         pending: list[dict[str, Any]] = []
         for conversation in stream:
             writer.write(conversation)
@@ -366,8 +365,6 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
 
     async def _fetch(self, conversation: dict[str, Any]) -> Fetched:
         """The conversation's id, its pending entry (if not completed) and its messages (``None``: 404)."""
-        from airflow_provider_auralytik.conversations.completed_check import pending_entry
-
         conversation_id = str(conversation["id"])
         pending = pending_entry(conversation)
         if pending is not None and not self.include_pending:
