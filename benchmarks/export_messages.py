@@ -45,7 +45,7 @@ PY = sys.executable
 #: The provider tree whose export is measured (``--tree``: e.g. an older checkout, for a before/after).
 TREE = ROOT
 PYCACHE = Path(tempfile.gettempdir()) / "auralytik-bench-pycache"
-LABEL = "this provider (asyncio pool, parallel listing, httptools, msgspec)"
+LABEL = "this provider (asyncio pool, parallel listing, httptools, msgspec, slot freed on answer)"
 LATENCY_MS = 50
 PER_DAY = 2000
 START = "2026-01-01"
@@ -65,6 +65,16 @@ PREVIOUS_DAY = {
     64: (1.97, 64, 1.58, 0.80),
     128: (1.35, 128, 0.79, 0.59),
     256: (1.18, 256, 0.40, 0.34),
+}
+#: One day before the third pass (commit 04022a8: 1/16 slow start, no connections opened ahead, the slot
+#: freed after decoding, the JSON line pattern search on every line), measured on this benchmark's
+#: microsecond sandbox (``--tree``, median of 3): span, most in flight, ideal, efficiency.
+THIRD_PASS_LABEL = "before the third pass (04022a8, same sandbox)"
+THIRD_PASS_DAY = {
+    16: (6.73, 16, 6.34, 0.94),
+    64: (1.87, 64, 1.58, 0.85),
+    128: (1.12, 128, 0.79, 0.71),
+    256: (0.84, 256, 0.40, 0.47),
 }
 PREVIOUS_TEN = {
     16: (67.00, 16, 63.68, 0.95),
@@ -151,14 +161,14 @@ def efficiency_table(
     runs: dict[int, dict[str, Any]],
     baseline: bool,
     ceiling: dict[int, dict[str, Any]] | None = None,
-    previous: dict[int, tuple[float, int, float, float]] | None = None,
+    previous: list[tuple[str, dict[int, tuple[float, int, float, float]]]] | None = None,
 ) -> list[str]:
     rows = [
         "| client | max_concurrency | first→last request | most in flight | ideal | efficiency | sandbox CPU |",
         "|---|---|---|---|---|---|---|",
     ]
     recorded = [("baseline (issue 13: threaded `requests`, sequential listing)", BASELINE if baseline else {})]
-    recorded.append((PREVIOUS_LABEL, previous or {}))
+    recorded += previous or []
     for label, figures in recorded:
         for n, (span, most, ideal, eff) in figures.items():
             rows.append(f"| {label} | {n} | {span:.2f} s | {most} | {ideal:.2f} s | {eff:.2f} | |")
@@ -206,7 +216,12 @@ def main() -> None:
         f"One day: {first['conversations']:,} conversations, {first['messages']:,} messages, "
         f"{first['sandbox_requests']:,} requests; 50 ms per request; median of {args.repeats} runs (by span).",
         "",
-        *efficiency_table(day, baseline=True, ceiling=ceiling, previous=PREVIOUS_DAY if TREE == ROOT else None),
+        *efficiency_table(
+            day,
+            baseline=True,
+            ceiling=ceiling,
+            previous=[(PREVIOUS_LABEL, PREVIOUS_DAY), (THIRD_PASS_LABEL, THIRD_PASS_DAY)] if TREE == ROOT else None,
+        ),
     ]
     if ten:
         t = ten[16]
@@ -215,7 +230,7 @@ def main() -> None:
             f"Ten days: {t['conversations']:,} conversations, {t['messages']:,} messages, "
             f"{t['sandbox_requests']:,} requests; {args.ten_day_repeats} run(s) each.",
             "",
-            *efficiency_table(ten, baseline=False, previous=PREVIOUS_TEN if TREE == ROOT else None),
+            *efficiency_table(ten, baseline=False, previous=[(PREVIOUS_LABEL, PREVIOUS_TEN)] if TREE == ROOT else None),
         ]
 
     if not args.only_day:
