@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     import httpx
     import requests
 
-    from airflow_provider_auralytik.hooks.transport import AsyncHttpPool
+    from airflow_provider_auralytik.hooks.transport import Answered, AsyncHttpPool
 
 __all__ = [  # the errors and MAX_PAGE_SIZE are re-exported: their published import path
     "DEFAULT_BASE_URL",
@@ -471,7 +471,8 @@ class _InFlightSlot:
     One attempt's place in the async gate and the pacer, freed once: as soon as its answer is in, if
     it is a success (the pool says so from the event loop's read callback: the next request goes out in
     the same turn of the loop, not after every answer read with this one is decoded), else when the
-    attempt ends (a 429's or a fault's release is the retry policy's: it needs the whole answer).
+    attempt ends. A 429 reaches the pacer as early (its pause must hold the requests freed in that same
+    turn), its slot when the attempt ends.
     """
 
     __slots__ = ("_budget", "_gate", "_held")
@@ -481,11 +482,15 @@ class _InFlightSlot:
         self._gate = gate
         self._held = True
 
-    def answered(self, status: int) -> None:
-        if self._held and 200 <= status < 300:
+    def answered(self, status: int, retry_after: str | None) -> None:
+        if not self._held:
+            return
+        if 200 <= status < 300:
             self._held = False
             self._budget.done()
             self._gate.release()
+        elif status == 429:
+            self._budget.throttled_now(_retry_after_seconds(retry_after))
 
     def free(self) -> None:
         if self._held:
@@ -863,7 +868,7 @@ class AuralytikHook(BaseHook):
             if wait > 0:
                 await clock.asleep(wait)
 
-    async def _aget(self, request: ApiRequest, answered: Callable[[int], None] | None = None) -> Any:
+    async def _aget(self, request: ApiRequest, answered: Answered | None = None) -> Any:
         """Async :meth:`_get`: the whole request (connect, headers, body) within ``timeout``; ``answered``
         is told the status as soon as the whole answer is in (the pool only)."""
         settings = self.settings

@@ -430,6 +430,14 @@ class RequestBudget:
         """The request got an answer that is not a 429 (a success, or an error not worth retrying)."""
         self._release()
 
+    def throttled_now(self, retry_after: float | None) -> None:
+        """A 429 is in: the pacer learns it at once (its pause holds every request from now, not from when
+        this request's answer is read); :meth:`retry` then counts it as usual."""
+        self._release(throttled=True, retry_after=self._bounded(retry_after))
+
+    def _bounded(self, retry_after: float | None) -> float | None:
+        return None if retry_after is None else min(max(retry_after, 0.0), self.limits.retry_after_max)
+
     def retry(self, reason: str, *, retry_after: float | None, throttled: bool) -> float:
         """
         A transient outcome: seconds to back off before the next :meth:`turn`.
@@ -438,8 +446,7 @@ class RequestBudget:
         that says "now" (``Retry-After: 0``) is backed off like a fault, without spending an attempt.
         """
         limits = self.limits
-        if retry_after is not None:
-            retry_after = min(max(retry_after, 0.0), limits.retry_after_max)
+        retry_after = self._bounded(retry_after)
         if throttled:
             self.throttled += 1
             self._release(throttled=True, retry_after=retry_after)

@@ -52,6 +52,20 @@ MAX_HEAD = 64 * 1024
 _NOT_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 
 
+#: Told an answer is in: its status, and the ``Retry-After`` header of a 429 or a 503 (else ``None``).
+Answered = Callable[[int, str | None], None]
+
+
+def _retry_after(status: int, raw_headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The ``Retry-After`` header of a 429 or 503 answer (RFC 9110: where it means "come back then")."""
+    if status != 429 and status != 503:
+        return None
+    for name, value in raw_headers:
+        if name.lower() == b"retry-after":
+            return value.decode("latin-1").strip()
+    return None
+
+
 class ProtocolFault(ConnectionError):
     """The peer's bytes are not a valid HTTP/1.1 answer (a transient fault, like a dropped connection)."""
 
@@ -78,17 +92,17 @@ class _BaseConnection(asyncio.Protocol, abc.ABC):
         self.answers = 0
         self._received = False
         self._waiter: asyncio.Future[None] | None = None
-        #: Called with the status once the current exchange's whole answer is in (see :meth:`AsyncHttpPool.get`).
-        self._answered: Callable[[int], None] | None = None
+        #: Told the status once the current exchange's whole answer is in (see :meth:`AsyncHttpPool.get`).
+        self._answered: Answered | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a TCP connection: always an asyncio.Transport
 
-    def _notify(self, status: int) -> None:
+    def _notify(self, status: int, raw_headers: Iterable[tuple[bytes, bytes]]) -> None:
         """The whole answer is in: tell the caller now, before its task resumes (once per exchange)."""
         answered, self._answered = self._answered, None
         if answered is not None:
-            answered(status)
+            answered(status, _retry_after(status, raw_headers))
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -113,7 +127,7 @@ class _BaseConnection(asyncio.Protocol, abc.ABC):
 
     @abc.abstractmethod
     async def exchange(
-        self, target: bytes, headers: _HeaderSet, answered: Callable[[int], None] | None = None
+        self, target: bytes, headers: _HeaderSet, answered: Answered | None = None
     ) -> tuple[int, ResponseHeaders, bytes]:
         """Send ``GET target`` and read its whole answer: status, headers, body (decoded); ``answered``
         is called with the status as soon as the whole answer is in."""
@@ -151,7 +165,7 @@ class _Connection(_BaseConnection):
         self._wake()
 
     async def exchange(
-        self, target: bytes, headers: _HeaderSet, answered: Callable[[int], None] | None = None
+        self, target: bytes, headers: _HeaderSet, answered: Answered | None = None
     ) -> tuple[int, ResponseHeaders, bytes]:
         assert self.transport is not None
         conn = self.h11
@@ -183,7 +197,7 @@ class _Connection(_BaseConnection):
         assert response is not None
         self.answers += 1
         if answered is not None:  # h11 reads in this task: no earlier moment to tell
-            answered(response.status_code)
+            answered(response.status_code, _retry_after(response.status_code, response.headers))
         return _answer(response.status_code, response.headers, chunks)
 
     def next_cycle(self) -> bool:
@@ -252,7 +266,7 @@ class _FastConnection(_BaseConnection):
     def on_message_complete(self) -> None:
         self._complete = self._status > 0
         if self._complete:
-            self._notify(self._status)
+            self._notify(self._status, self._headers)
 
     def eof_received(self) -> bool:
         self._end_of_stream()
@@ -265,7 +279,7 @@ class _FastConnection(_BaseConnection):
     def _end_of_stream(self) -> None:
         if self._status and not self._framed:
             self._complete = True  # a close-delimited body ends with the connection
-            self._notify(self._status)
+            self._notify(self._status, self._headers)
         self._wake()
 
     # -- the caller's side --------------------------------------------------------------------
@@ -275,7 +289,7 @@ class _FastConnection(_BaseConnection):
         return self._fault is None and super().reusable
 
     async def exchange(
-        self, target: bytes, headers: _HeaderSet, answered: Callable[[int], None] | None = None
+        self, target: bytes, headers: _HeaderSet, answered: Answered | None = None
     ) -> tuple[int, ResponseHeaders, bytes]:
         assert self.transport is not None
         self._received = self._complete = False
@@ -393,13 +407,14 @@ class AsyncHttpPool:
         path: str,
         params: Sequence[tuple[str, str]] = (),
         headers: Sequence[tuple[str, str]] = (),
-        answered: Callable[[int], None] | None = None,
+        answered: Answered | None = None,
     ) -> tuple[int, ResponseHeaders, bytes]:
         """
         One ``GET``: status, headers, body. Raises :class:`OSError` when no whole answer came.
 
-        ``answered`` is called with the status as soon as the whole answer is in: with httptools, from the
-        event loop's read callback, before this coroutine resumes. A caller that frees its in-flight slot
+        ``answered`` is called with the status (and, for a 429 or 503, the ``Retry-After`` header) as soon
+        as the whole answer is in: with httptools, from the event loop's read callback, before this
+        coroutine resumes. A caller that frees its in-flight slot
         there lets the next request go out in the same turn of the loop as the answers read with this one,
         instead of after all of them are decoded (hundreds, at 256 in flight).
         """

@@ -351,6 +351,44 @@ def test_closing_the_pool_stops_opening_ahead(raw_server):
     assert run(make_pool(server.url), open_then_close) == 0
 
 
+def test_the_caller_is_told_an_answer_is_in_before_its_request_returns(raw_server, parser):
+    throttled = answer(status="429 Too Many Requests", extra="Retry-After: 7\r\n")
+    server = raw_server(lambda n, head: (answer(status="201 Created") if n == 1 else throttled, None))
+    events: list[tuple[str, object]] = []
+
+    async def get(pool: AsyncHttpPool) -> None:
+        def answered(status: int, retry_after: str | None) -> None:
+            events.append(("answered", (status, retry_after)))
+            events.append(("in a task", asyncio.current_task() is not None))
+
+        for path in ("/ok", "/slow-down"):
+            await pool.get(path, answered=answered)
+            events.append(("returned", path))
+
+    run(make_pool(server.url), get)
+    # httptools: from the event loop's read callback, outside any task (the slot is free before the
+    # request's coroutine resumes); h11 reads in the request's task: just before it returns. A 429's
+    # Retry-After comes with it (the pacer pauses at once).
+    in_task = parser == "h11"
+    assert events == [
+        ("answered", (201, None)),
+        ("in a task", in_task),
+        ("returned", "/ok"),
+        ("answered", (429, "7")),
+        ("in a task", in_task),
+        ("returned", "/slow-down"),
+    ]
+
+
+def test_no_answer_no_call(raw_server):
+    server = raw_server(lambda n, head: (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{", "close"))
+    calls: list[tuple[int, str | None]] = []
+
+    with pytest.raises(ConnectionError):  # reset (httptools) or not valid HTTP (h11): no whole answer
+        run(make_pool(server.url), lambda pool: pool.get("/x", answered=lambda *told: calls.append(told)))
+    assert calls == []
+
+
 def test_response_headers_ignore_case():
     headers = ResponseHeaders({"retry-after": "5"})
     assert headers.get("Retry-After") == "5"
@@ -406,6 +444,32 @@ def test_the_hook_on_the_pool_rides_out_every_transient_fault(make_sandbox, monk
 
     assert asyncio.run(fetch_all()) == [sandbox.messages(c, exclude_pii=True) for c in ids]
     assert all(sandbox.stats.faults[k] > 0 for k in ("429", "5xx", "drop", "malformed"))
+
+
+def raw_connection(server: RawServer, **extra: Any) -> str:
+    return json.dumps({"conn_type": "auralytik", "host": server.url, "password": "k", "extra": extra})
+
+
+def test_the_hook_frees_the_slot_once_whatever_the_answer(raw_server, monkeypatch):
+    # A 200 that is not JSON (retried, its slot freed as the answer came in), a 429 (its slot freed by
+    # the retry policy, which needs the whole answer), then the messages.
+    body = json.dumps({"conversationId": "c1", "messages": [{"id": "m1", "content": "hi"}]}).encode()
+    script = {1: answer(b"{not json"), 2: answer(b"{}", status="429 Too Many Requests", extra="Retry-After: 0\r\n")}
+    server = raw_server(lambda n, head: (script.get(n, answer(body)), None))
+    monkeypatch.setenv("AIRFLOW_CONN_AURALYTIK_DEFAULT", raw_connection(server, backoff_base=0.001, max_retries=3))
+
+    async def fetch() -> list[dict[str, Any]]:
+        hook = hook_on_pool()
+        try:
+            messages = await hook.aget_messages("c1")
+            assert hook._agate.held == 0  # every attempt gave its slot back, once
+            assert hook.pacer.pace().endswith("1 throttled (429)")
+            return messages
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(fetch()) == [{"id": "m1", "content": "hi"}]
+    assert len(server.requests) == 3
 
 
 def test_the_hook_on_the_pool_gives_up_at_the_deadline_naming_the_host(make_sandbox, monkeypatch):
