@@ -145,9 +145,10 @@ def test_slow_start_grows_by_one_per_answer_once_the_answers_slow_down(clock):
     # or this client, is loaded). Once the moving average of the latency passes 1.5x the least, each
     # answer adds 1, not 3: the limit is not open after this round trip.
     pacer = make(clock, max_concurrency=256)
-    sent = clock.t
+    sent, count = clock.t, 0
     while pacer.try_acquire() == 0.0:
-        pass
+        count += 1
+    assert count == 64
     for latency in [0.05] * 4 + [0.2] * 60:
         clock.t = sent + latency
         pacer.release(sent)
