@@ -130,7 +130,7 @@ class _BaseConnection(asyncio.Protocol, abc.ABC):
         self, target: bytes, headers: _HeaderSet, answered: Answered | None = None
     ) -> tuple[int, ResponseHeaders, bytes]:
         """Send ``GET target`` and read its whole answer: status, headers, body (decoded); ``answered``
-        is called with the status as soon as the whole answer is in."""
+        is told as soon as the whole answer is in (see :meth:`AsyncHttpPool.get`)."""
 
     @abc.abstractmethod
     def next_cycle(self) -> bool:
@@ -414,9 +414,9 @@ class AsyncHttpPool:
 
         ``answered`` is called with the status (and, for a 429 or 503, the ``Retry-After`` header) as soon
         as the whole answer is in: with httptools, from the event loop's read callback, before this
-        coroutine resumes. A caller that frees its in-flight slot
-        there lets the next request go out in the same turn of the loop as the answers read with this one,
-        instead of after all of them are decoded (hundreds, at 256 in flight).
+        coroutine resumes. A caller that frees its in-flight slot there lets the next request go out in
+        the same turn of the loop as the answers read with this one, instead of after all of them are
+        decoded (hundreds, at 256 in flight).
         """
         if self._closed:
             raise ConnectionAbortedError("the HTTP pool is closed")
