@@ -392,8 +392,9 @@ class AsyncHttpPool:
         self._idle: list[_BaseConnection] = []
         self._max_idle = max_idle
         self._closed = False
-        #: Connections checked out by a request, being opened ahead of need (:meth:`open_ahead`), and the
-        #: requests waiting for one of those (``None`` if it could not be opened).
+        #: Connections a request holds (from checkout, or from the moment one is opened for it or handed
+        #: to it), being opened ahead of need (:meth:`open_ahead`), and the requests waiting for one of
+        #: those (``None`` if it could not be opened).
         self._busy = 0
         self._opening: set[asyncio.Task[None]] = set()
         self._waiting: deque[asyncio.Future[_BaseConnection | None]] = deque()
@@ -428,8 +429,7 @@ class AsyncHttpPool:
         if _NOT_IN_TARGET.search(target):
             raise ValueError(f"not a valid request target: {target!r}")
         while True:
-            conn, reused = await self._checkout()
-            self._busy += 1
+            conn, reused = await self._checkout()  # counted in ``_busy`` from here
             try:
                 answer = await conn.exchange(target, header_set, answered)
             except ConnectionResetError:
@@ -465,14 +465,26 @@ class AsyncHttpPool:
             task.add_done_callback(self._opening.discard)
 
     async def _open_idle(self) -> None:
-        conn: _BaseConnection | None
+        conn: _BaseConnection | None = None
         try:
             conn = await self._connect()
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
-            conn = None  # the request that needs a connection opens its own, and says what went wrong
-        while self._waiting:  # the first request waiting for it takes it
+        except Exception:  # refused, TLS, DNS, anything: left to the request that needs the connection
+            pass  # it opens its own, and says what went wrong
+        finally:
+            # Whatever ended the opening (a failure, or the pool's close cancelling it), it ends now,
+            # not when the task's done callback runs a turn of the loop later: a request checking out in
+            # between would otherwise wait for a connection nobody hands it, until its deadline.
+            self._opening.discard(asyncio.current_task())
+            self._hand_over(conn)
+
+    def _hand_over(self, conn: _BaseConnection | None) -> None:
+        """A connection just opened ahead (``None``: it could not be) to the first request waiting for one,
+        else to the idle ones."""
+        while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
+                if conn is not None:
+                    self._busy += 1  # the request's from now on, though it resumes a turn of the loop later
                 waiter.set_result(conn)
                 return
         if conn is None:
@@ -493,9 +505,11 @@ class AsyncHttpPool:
         return conn
 
     async def _checkout(self) -> tuple[_BaseConnection, bool]:
+        """A connection for one exchange (and whether it was used before), counted in ``_busy``."""
         while self._idle:
             conn = self._idle.pop()
             if conn.reusable:
+                self._busy += 1
                 return conn, True
             conn.close()
         if len(self._opening) > len(self._waiting):
@@ -509,11 +523,17 @@ class AsyncHttpPool:
                     if waiter in self._waiting:
                         self._waiting.remove(waiter)
                 elif (handed := waiter.result()) is not None:
+                    self._busy -= 1
                     self._idle.append(handed)  # handed over as this request was cancelled: still fresh
                 raise
             if opened is not None:
                 return opened, True
-        return await self._connect(), False
+        self._busy += 1
+        try:
+            return await self._connect(), False
+        except BaseException:
+            self._busy -= 1
+            raise
 
     def _checkin(self, conn: _BaseConnection) -> None:
         if not self._closed and len(self._idle) < self._max_idle and conn.next_cycle():

@@ -323,6 +323,59 @@ def test_connections_opened_ahead_are_used_by_the_requests_that_follow(raw_serve
     assert len(server.requests) == 5
 
 
+def test_a_request_never_waits_for_an_opening_that_already_ended(raw_server, monkeypatch):
+    # The opening's task hands its connection out and ends; the requests that run in the same turn of
+    # the loop must not count it as still opening (its task leaves the pool's set a turn later), or one
+    # of them waits for a connection nobody will hand it until its deadline.
+    server = raw_server(lambda n, head: (answer(), None))
+
+    async def two_gets_as_the_opening_ends(pool: AsyncHttpPool) -> list[int]:
+        ready = await pool._connect()
+        release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def connect_when_released() -> Any:
+            await release
+            return ready
+
+        monkeypatch.setattr(pool, "_connect", connect_when_released)
+        pool.open_ahead(1)
+        await asyncio.sleep(0)  # the opening waits for `release`
+        monkeypatch.undo()
+        release.set_result(None)  # the opening ends first in the next turn, then both requests start
+        gets = [asyncio.ensure_future(pool.get(f"/x{i}")) for i in range(2)]
+        async with asyncio.timeout(5):
+            answers = await asyncio.gather(*gets)
+        return [status for status, _, _ in answers]
+
+    assert run(make_pool(server.url), two_gets_as_the_opening_ends) == [200, 200]
+    assert server.connections == 2
+
+
+def test_a_request_waiting_for_an_opening_that_fails_unexpectedly_opens_its_own(raw_server, monkeypatch):
+    server = raw_server(lambda n, head: (answer(), None))
+
+    async def get_while_the_opening_fails(pool: AsyncHttpPool) -> int:
+        release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def connect_then_fail() -> Any:
+            await release
+            raise RuntimeError("not an OSError")
+
+        monkeypatch.setattr(pool, "_connect", connect_then_fail)
+        pool.open_ahead(1)
+        await asyncio.sleep(0)
+        get = asyncio.ensure_future(pool.get("/x"))
+        await asyncio.sleep(0)  # the request waits for the connection being opened
+        monkeypatch.undo()
+        release.set_result(None)
+        async with asyncio.timeout(5):
+            status, _, _ = await get
+        return status
+
+    assert run(make_pool(server.url), get_while_the_opening_fails) == 200
+    assert server.connections == 1
+
+
 def test_a_connection_that_cannot_be_opened_ahead_is_left_to_the_request_that_needs_it():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
