@@ -374,6 +374,7 @@ async def alist_window(
     page_size: int = MAX_PAGE_SIZE,
     stats: ListingStats | None = None,
     ahead: int = 1,
+    on_cut: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """
     The conversations of ``window`` in ``createdAt`` order, listing up to ``ahead`` pieces at once.
@@ -390,22 +391,33 @@ async def alist_window(
     :param page_size: Conversations per request.
     :param stats: Where to count requests and learn the server's counts (a new one by default).
     :param ahead: How many pieces may be listed at once.
+    :param on_cut: Told once, if the window's first page is full (the window is cut), the conversations
+        it showed inside the window, in no particular order: a round trip before the pieces list them
+        again (those still there, with their status then), a caller may start its own work on them.
     """
     filters = filters or ConversationFilters()
     stats = stats if stats is not None else ListingStats()
     ahead = max(1, ahead)
     # In time order: pieces not asked for yet, and the tasks listing the others.
     queue: deque[_Piece | asyncio.Task[Found | list[_Piece]]] = deque([_Piece(window)])
+    # What the window's first full page showed inside it, for ``on_cut`` (empty until then, and when the
+    # same bounds are asked again with finer margins first).
+    shown: list[dict[str, Any]] = []
     try:
         while queue:
             for i in range(min(ahead, len(queue))):
                 head = queue[i]
                 if isinstance(head, _Piece):
                     queue[i] = asyncio.ensure_future(arun(_list_piece(head, filters, page_size, stats), answer))
+            if on_cut is not None and shown:  # after the pieces' tasks: their requests go out first
+                on_cut(shown)
+                on_cut = None
             task = queue[0]
             assert isinstance(task, asyncio.Task)
             outcome = await task
             queue.popleft()
+            if on_cut is not None and not isinstance(outcome, Found):
+                shown = [c for child in outcome for c in child.expected.values()]
             if isinstance(outcome, Found):
                 for conversation in outcome.conversations:
                     yield conversation
@@ -482,11 +494,15 @@ class WindowListing:
     def estimated_total(self) -> int | None:
         return self.stats.estimated_total
 
-    def alist(self, *, ahead: int) -> AsyncIterator[dict[str, Any]]:
+    def alist(
+        self, *, ahead: int, on_cut: Callable[[list[dict[str, Any]]], None] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """The same conversations with the hook's async methods, ``ahead`` pieces listed at once
-        (see :func:`alist_window`); iterate it on one event loop."""
+        (``on_cut``: see :func:`alist_window`); iterate it on one event loop."""
         answer = functools.partial(make_call, self.hook, asynchronous=True)
-        return alist_window(self.window, answer, self.filters, page_size=self.page_size, stats=self.stats, ahead=ahead)
+        return alist_window(
+            self.window, answer, self.filters, page_size=self.page_size, stats=self.stats, ahead=ahead, on_cut=on_cut
+        )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         steps = list_window(self.window, self.filters, page_size=self.page_size, stats=self.stats)

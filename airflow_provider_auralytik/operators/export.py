@@ -29,6 +29,8 @@ from airflow_provider_auralytik.operators.common import (
 from airflow_provider_auralytik.output.parts import DEFAULT_MAX_RECORDS_PER_PART, check_output_options
 
 if TYPE_CHECKING:
+    import asyncio
+
     from airflow_provider_auralytik._compat import Context
     from airflow_provider_auralytik.conversations.listing import ConversationFilters, WindowListing
     from airflow_provider_auralytik.output.writer import PartWriter
@@ -43,6 +45,12 @@ NOT_FOUND_FIRST = 5
 #: What a messages export fetches per conversation: its id, its ``"pending"`` entry if it is not completed,
 #: and its messages (``None``: gone, 404).
 Fetched = tuple[str, dict[str, Any] | None, list[dict[str, Any]] | None]
+
+
+def _unread(task: asyncio.Future[Any]) -> None:
+    """Done callback of a fetch whose outcome may never be read: its error is not "never retrieved"."""
+    if not task.cancelled():
+        task.exception()
 
 
 def listing_ahead(max_concurrency: int, page_size: int) -> int:
@@ -333,6 +341,8 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
     #: :class:`~airflow_provider_auralytik.operators.catch_up.AuralytikCatchUpOperator`; ``None``: fetch all.
     reuse_messages: dict[str, list[dict[str, Any]]] | None = None
     reused_conversations = 0
+    #: Messages being fetched ahead of the listing, by conversation id (:meth:`_fetch_early`).
+    _early: dict[str, asyncio.Future[list[dict[str, Any]] | None]]
 
     def __init__(
         self,
@@ -363,19 +373,52 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
     def hook(self) -> AuralytikHook:
         return AuralytikHook(self.auralytik_conn_id, max_concurrency=self.max_concurrency)
 
+    def _reused(self, conversation_id: str, pending: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+        """The messages written again from an earlier snapshot (``reuse_messages``: completed then and now)."""
+        if pending is None and self.reuse_messages is not None:
+            return self.reuse_messages.get(conversation_id)
+        return None
+
+    def _fetches(self, conversation_id: str, pending: dict[str, Any] | None) -> bool:
+        """Whether a conversation's messages are fetched: not if they are left out (not completed, and
+        ``include_pending=False``) or written again from an earlier snapshot."""
+        return (pending is None or self.include_pending) and self._reused(conversation_id, pending) is None
+
+    async def _messages(self, conversation_id: str) -> list[dict[str, Any]] | None:
+        try:
+            return await self.hook.aget_messages(conversation_id)
+        except AuralytikNotFoundError:
+            return None
+
     async def _fetch(self, conversation: dict[str, Any]) -> Fetched:
         """The conversation's id, its pending entry (if not completed) and its messages (``None``: 404)."""
         conversation_id = str(conversation["id"])
         pending = pending_entry(conversation)
-        if pending is not None and not self.include_pending:
-            return conversation_id, pending, []  # not fetched: its messages are not final yet
-        if pending is None and self.reuse_messages and conversation_id in self.reuse_messages:
-            self.reused_conversations += 1  # one event loop: no lock needed
-            return conversation_id, pending, self.reuse_messages[conversation_id]
-        try:
-            return conversation_id, pending, await self.hook.aget_messages(conversation_id)
-        except AuralytikNotFoundError:
-            return conversation_id, pending, None
+        early = self._early.pop(conversation_id, None)
+        if self._fetches(conversation_id, pending):
+            return conversation_id, pending, await (early if early is not None else self._messages(conversation_id))
+        if early is not None:
+            early.cancel()  # fetched on the first page's view of it, not needed after all
+        reused = self._reused(conversation_id, pending)
+        if reused is None:
+            return conversation_id, pending, []  # not fetched: not completed, its messages left out
+        self.reused_conversations += 1  # one event loop: no lock needed
+        return conversation_id, pending, reused
+
+    def _fetch_early(self, conversations: list[dict[str, Any]]) -> None:
+        """Start fetching the messages of the conversations the window's first page showed (the listing's
+        ``on_cut``): the round trip that lists the window's pieces carries them too, instead of leaving
+        the in-flight limit (and slow start, which grows with answers) idle; :meth:`_fetch` takes them up
+        when the pieces list them. At most a page of them; those listed no more (deleted since) are
+        dropped at the end, their outcome unread."""
+        import asyncio
+
+        for conversation in conversations:
+            conversation_id = str(conversation["id"])
+            if self._fetches(conversation_id, pending_entry(conversation)):
+                task = asyncio.ensure_future(self._messages(conversation_id))
+                task.add_done_callback(_unread)
+                self._early[conversation_id] = task
 
     def _not_found(self, missing: int, fetched: int) -> AuralytikNotFoundError:
         """Most fetches answered 404: the base URL is likely wrong; nothing is committed."""
@@ -394,8 +437,17 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         hook = self.hook
         hook.use_async_pool()
         ahead = listing_ahead(self.max_concurrency, self.page_size)
+        self._early = {}
+
+        async def cleanup() -> None:
+            self._early.clear()  # the early fetches of conversations listed no more (the loop cancelled them)
+            await hook.aclose()
+
         return AsyncOrderedMap(
-            self._fetch, lambda: listing.alist(ahead=ahead), lookahead=4 * self.max_concurrency, cleanup=hook.aclose
+            self._fetch,
+            lambda: listing.alist(ahead=ahead, on_cut=self._fetch_early),
+            lookahead=4 * self.max_concurrency,
+            cleanup=cleanup,
         )
 
     def _write(

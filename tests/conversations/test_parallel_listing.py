@@ -150,3 +150,49 @@ def test_a_long_window_on_a_newest_first_server_reaches_its_first_conversations_
     assert calls_before_first is not None
     assert calls_before_first <= 4
     assert len(server.calls) <= 400  # ~267 pieces of 75 and the levels above them
+
+
+def test_the_window_s_first_page_is_told_once_after_its_pieces_are_asked_for() -> None:
+    window = day(0)
+    server = Server(uniform(2000, window))
+    parallel = Concurrent(server)
+    answer = parallel.answer
+    events: list[str] = []
+    told: list[list[str]] = []
+    early: list[asyncio.Future[None]] = []
+
+    async def record(call: Any) -> Any:
+        events.append("listing")
+        return await answer(call)
+
+    async def early_work() -> None:
+        events.append("early")
+
+    def on_cut(conversations: list[dict[str, Any]]) -> None:
+        told.append([c["id"] for c in conversations])
+        early.extend(asyncio.ensure_future(early_work()) for _ in conversations)
+
+    async def collect() -> list[str]:
+        return [c["id"] async for c in alist_window(window, record, ahead=8, on_cut=on_cut)]
+
+    listed = asyncio.run(collect())
+    assert listed == Server(uniform(2000, window)).list(window)
+    assert len(told) == 1
+    assert len(told[0]) == len(set(told[0])) == 100  # the first page: a page of conversations inside the window
+    assert set(told[0]) <= set(listed)
+    # The window's request, then the first 8 pieces' requests, and only then the caller's early work.
+    assert events[:9] == ["listing"] * 9
+    assert events.index("early") == 9
+
+
+@pytest.mark.parametrize("conversations", [0, 50])
+def test_a_window_that_fits_in_one_page_is_not_cut_and_nothing_is_told(conversations: int) -> None:
+    window = day(0)
+    told: list[Any] = []
+
+    async def collect() -> list[str]:
+        server = Concurrent(Server(uniform(conversations, window)))
+        return [c["id"] async for c in alist_window(window, server.answer, ahead=8, on_cut=told.append)]
+
+    assert len(asyncio.run(collect())) == conversations
+    assert told == []

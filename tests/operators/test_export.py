@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import gzip
 import json
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from airflow_provider_auralytik.conversations.listing import WindowListing
 from airflow_provider_auralytik.conversations.pii import PiiLeakError
 from airflow_provider_auralytik.conversations.window import EmptyWindowError
+from airflow_provider_auralytik.exceptions import AuralytikUnavailableError
 from airflow_provider_auralytik.operators.export import (
     AuralytikExportConversationsOperator,
     AuralytikExportMessagesOperator,
@@ -347,3 +351,108 @@ def test_the_export_base_has_two_steps_a_subclass_overrides(api, tmp_path):
     manifest = json.loads((tmp_path / "_manifest.json").read_text())
     assert manifest["kind"] == "conversations"
     assert manifest["api_requests"] == sandbox.stats.requests
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages fetched early: those of the window's first page, while its pieces are listed
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_first_page_s_messages_are_fetched_early_and_once_and_a_deleted_one_is_left_out(api, tmp_path):
+    # 120 a day: the window's first page (100, newest first) is full, so the window is cut; the sandbox
+    # deletes the last conversation of that page as soon as it is served, before its early fetch.
+    sandbox = api(delete_during_listing=1)
+    summary = messages_op(tmp_path, max_concurrency=32).execute(context={})
+    [deleted] = sandbox.deleted_ids
+    kept = sandbox.conversations_in(DAY, NEXT)
+    assert deleted not in kept
+    assert len(kept) == 119
+    rows = read_parts(tmp_path)
+    assert {r["conversationId"] for r in rows} == set(kept)
+    assert len(rows) == sum(len(sandbox.messages(c, exclude_pii=True)) for c in kept)
+    manifest = json.loads((tmp_path / "_manifest.json").read_text())
+    assert manifest["skipped"] == []  # never listed by its piece: not a conversation of this export
+    assert summary["conversations"] == 119
+    fetched = [path.split("/")[-2] for kind, path in sandbox.request_log if kind == "messages"]
+    # Each listed conversation's messages once; the deleted one's too, though never listed by its piece:
+    # it was on the window's first page, and fetched while the pieces were being listed.
+    assert sorted(fetched) == sorted([*kept, deleted])
+
+
+class EarlyFetchHook:
+    """The export's async side of the hook, recording which messages were asked for; ``fail``: those
+    whose fetch fails (after its retries)."""
+
+    def __init__(self, fail: frozenset[str] = frozenset()) -> None:
+        self.asked: list[str] = []
+        self.fail = fail
+
+    def use_async_pool(self) -> None:
+        pass
+
+    async def aget_messages(self, conversation_id: str) -> list[dict[str, str]]:
+        self.asked.append(conversation_id)
+        await asyncio.sleep(0.001)
+        if conversation_id in self.fail:
+            raise AuralytikUnavailableError(f"GET /conversations/{conversation_id}/messages still failing")
+        return [{"id": f"{conversation_id}-m1"}]
+
+    async def aclose(self) -> None:
+        pass
+
+
+class CutListing:
+    """A window whose first page showed ``first_page``; its pieces then list ``listed`` a round trip later."""
+
+    def __init__(self, first_page: list[dict[str, str]], listed: list[dict[str, str]]) -> None:
+        self.first_page, self.listed = first_page, listed
+
+    async def alist(self, *, ahead: int, on_cut: Any) -> Any:
+        on_cut(self.first_page)
+        await asyncio.sleep(0.02)
+        for conversation in self.listed:
+            yield conversation
+
+
+def conversation(cid: str, status: str = "completed") -> dict[str, str]:
+    return {"id": cid, "status": status}
+
+
+def stream_with(op: AuralytikExportMessagesOperator, hook: EarlyFetchHook, listing: CutListing) -> list[Any]:
+    op.__dict__["hook"] = hook  # the cached hook
+    with op._stream(listing) as stream:  # type: ignore[arg-type]  # the listing's async side only
+        return list(stream)
+
+
+@pytest.mark.parametrize("include_pending", [True, False])
+def test_early_fetches_follow_what_the_pieces_list(tmp_path, include_pending, caplog):
+    first_page = [
+        conversation("kept"),
+        conversation("gone-failing"),  # deleted after the first page; its early fetch fails: nobody reads it
+        conversation("was-active", "active"),  # completed by the time its piece lists it
+        conversation("reused"),  # its messages come from an earlier snapshot
+    ]
+    listed = [conversation("kept"), conversation("was-active"), conversation("reused"), conversation("later")]
+    op = messages_op(tmp_path, include_pending=include_pending)
+    op.reuse_messages = {"reused": [{"id": "reused-m0"}]}
+    hook = EarlyFetchHook(fail=frozenset({"gone-failing"}))
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        got = stream_with(op, hook, CutListing(first_page, listed))
+        gc.collect()  # an unread error would be logged when its task is collected
+    assert got == [
+        ("kept", None, [{"id": "kept-m1"}]),
+        ("was-active", None, [{"id": "was-active-m1"}]),
+        ("reused", None, [{"id": "reused-m0"}]),
+        ("later", None, [{"id": "later-m1"}]),
+    ]
+    early = ["kept", "gone-failing", "was-active"] if include_pending else ["kept", "gone-failing"]
+    assert hook.asked[: len(early)] == early  # asked for before the pieces listed anything
+    assert sorted(hook.asked) == sorted({*early, "was-active", "later"})  # each once
+    assert not caplog.records
+
+
+def test_a_failed_early_fetch_of_a_listed_conversation_fails_the_export_as_a_late_one_would(tmp_path):
+    hook = EarlyFetchHook(fail=frozenset({"kept"}))
+    with pytest.raises(AuralytikUnavailableError, match="kept"):
+        stream_with(messages_op(tmp_path), hook, CutListing([conversation("kept")], [conversation("kept")]))
+    assert hook.asked == ["kept"]
