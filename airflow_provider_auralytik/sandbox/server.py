@@ -238,10 +238,16 @@ class SandboxStats:
 # --------------------------------------------------------------------------------------------------
 # HTTP plumbing
 # --------------------------------------------------------------------------------------------------
+#: Connections the kernel queues until the server accepts them. A client opening hundreds at once (the
+#: hook's pool at 256 in flight) while the server is busy must not overflow it: the kernel drops the SYNs
+#: beyond it and the client's TCP sends them again only a second later.
+BACKLOG = 1024
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
-    request_queue_size = 256
+    request_queue_size = BACKLOG
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], app: Sandbox) -> None:
@@ -503,9 +509,12 @@ class _AsyncServer:
         # makes every answer up to 1 ms late (2% of a 50 ms latency). The sandbox serves far fewer than
         # select's 1,024 descriptors.
         self.loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
-        sock = socket.create_server(address, backlog=1024)
+        sock = socket.create_server(address, backlog=BACKLOG)
         self.server_address = sock.getsockname()
-        self._server = self.loop.run_until_complete(self.loop.create_server(lambda: _AsyncConnection(self), sock=sock))
+        self._server = self.loop.run_until_complete(
+            # ``backlog`` again: asyncio listens anew on the socket it is given (100 by default).
+            self.loop.create_server(lambda: _AsyncConnection(self), sock=sock, backlog=BACKLOG)
+        )
         self._done = threading.Event()
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
@@ -161,3 +162,48 @@ def test_asyncio_server_refuses_trickling():
 
     with pytest.raises(ValueError, match="trickle_every"):
         Sandbox(SandboxConfig(trickle_every=0.1), asyncio_server=True)
+
+
+@pytest.mark.parametrize("asyncio_server", [False, True])
+def test_hundreds_of_connections_opened_at_once_are_all_queued_while_the_server_is_busy(asyncio_server):
+    # A client opening 256 connections at once (the hook's pool, at 256 in flight) must not overflow the
+    # listening socket's queue while the server is busy: the kernel drops the SYNs beyond it, and the
+    # client's TCP retries them only a second later (a 1 s stall in a benchmark of 0.6 s).
+    import socket
+    import threading
+
+    from airflow_provider_auralytik.sandbox import Sandbox, SandboxConfig
+    from airflow_provider_auralytik.sandbox.server import _AsyncServer, _Server
+
+    busy = threading.Event()
+
+    def stall() -> None:
+        busy.set()
+        time.sleep(1.5)
+
+    with Sandbox(SandboxConfig(days=1, per_day=10, start="2026-03-01"), asyncio_server=asyncio_server) as sandbox:
+        server = sandbox._server
+        address = (sandbox.host, sandbox.port)
+        if isinstance(server, _AsyncServer):
+            server.loop.call_soon_threadsafe(stall)  # its loop accepts nothing meanwhile
+        else:
+            assert isinstance(server, _Server)
+            accept = server.get_request
+
+            def accept_late() -> tuple[socket.socket, Any]:
+                stall()
+                return accept()
+
+            server.get_request = accept_late  # type: ignore[method-assign]  # the accept loop stalls once
+            socket.create_connection(address, timeout=1).close()
+        assert busy.wait(2)
+        opened: list[socket.socket] = []
+        try:
+            for _ in range(300):
+                opened.append(socket.create_connection(address, timeout=0.5))
+        except OSError:
+            pass  # a SYN dropped: the connection would only be made a second later
+        finally:
+            for sock in opened:
+                sock.close()
+        assert len(opened) == 300
