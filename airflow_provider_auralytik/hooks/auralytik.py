@@ -195,7 +195,7 @@ class HookSettings:
             numbers[spec.name] = int(value) if isinstance(spec.default, int) else value
         return cls(base_url=_base_url(conn), api_key=api_key, **numbers)
 
-    @property
+    @cached_property  # read per request; a frozen dataclass costs a few microseconds to build
     def retry_limits(self) -> RetryLimits:
         return RetryLimits(
             max_retries=self.max_retries,
