@@ -45,7 +45,7 @@ PY = sys.executable
 #: The provider tree whose export is measured (``--tree``: e.g. an older checkout, for a before/after).
 TREE = ROOT
 PYCACHE = Path(tempfile.gettempdir()) / "auralytik-bench-pycache"
-LABEL = "this provider (asyncio pool, parallel listing, httptools, msgspec, slot freed on answer)"
+LABEL = "this provider (asyncio pool, parallel listing, httptools, msgspec, slot freed on answer, first page early)"
 LATENCY_MS = 50
 PER_DAY = 2000
 START = "2026-01-01"
@@ -75,6 +75,23 @@ THIRD_PASS_DAY = {
     64: (1.87, 64, 1.58, 0.85),
     128: (1.12, 128, 0.79, 0.71),
     256: (0.84, 256, 0.40, 0.47),
+}
+#: One day before the fourth pass (commit d1eef64: the first page's messages fetched only once its pieces
+#: were listed), measured on this benchmark's sandbox with ``--tree``, median of 5.
+FOURTH_PASS_LABEL = "before the fourth pass (d1eef64, same sandbox)"
+FOURTH_PASS_DAY = {
+    16: (6.65, 16, 6.34, 0.95),
+    64: (1.80, 64, 1.58, 0.88),
+    128: (1.00, 128, 0.79, 0.79),
+    256: (0.63, 256, 0.40, 0.63),
+}
+#: Ten days before the fourth pass (d1eef64), as this benchmark measured them then (median of 3).
+FOURTH_PASS_TEN_LABEL = "before the fourth pass (d1eef64)"
+FOURTH_PASS_TEN = {
+    16: (65.25, 16, 63.68, 0.98),
+    64: (16.62, 64, 15.92, 0.96),
+    128: (8.52, 128, 7.96, 0.93),
+    256: (5.06, 256, 3.98, 0.79),
 }
 PREVIOUS_TEN = {
     16: (67.00, 16, 63.68, 0.95),
@@ -220,17 +237,24 @@ def main() -> None:
             day,
             baseline=True,
             ceiling=ceiling,
-            previous=[(PREVIOUS_LABEL, PREVIOUS_DAY), (THIRD_PASS_LABEL, THIRD_PASS_DAY)] if TREE == ROOT else None,
+            previous=[
+                (PREVIOUS_LABEL, PREVIOUS_DAY),
+                (THIRD_PASS_LABEL, THIRD_PASS_DAY),
+                (FOURTH_PASS_LABEL, FOURTH_PASS_DAY),
+            ]
+            if TREE == ROOT
+            else None,
         ),
     ]
     if ten:
         t = ten[16]
+        ten_previous = [(PREVIOUS_LABEL, PREVIOUS_TEN), (FOURTH_PASS_TEN_LABEL, FOURTH_PASS_TEN)]
         rows += [
             "",
             f"Ten days: {t['conversations']:,} conversations, {t['messages']:,} messages, "
             f"{t['sandbox_requests']:,} requests; {args.ten_day_repeats} run(s) each.",
             "",
-            *efficiency_table(ten, baseline=False, previous=[(PREVIOUS_LABEL, PREVIOUS_TEN)] if TREE == ROOT else None),
+            *efficiency_table(ten, baseline=False, previous=ten_previous if TREE == ROOT else None),
         ]
 
     if not args.only_day:
