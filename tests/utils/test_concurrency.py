@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from airflow_provider_auralytik.utils.concurrency import ordered_map
+from airflow_provider_auralytik.utils.concurrency import STREAM_GC_THRESHOLD, ordered_map
 
 
 def test_results_come_in_input_order_even_when_calls_finish_out_of_order():
@@ -335,6 +335,39 @@ def test_async_ordered_map_keeps_the_heap_out_of_full_collections_while_it_runs(
         assert gc.get_freeze_count() >= len(long_lived)  # what was alive when it started: frozen
         assert list(results) == [0, 1, 2]
     assert gc.get_freeze_count() == 0  # thawed: collected as usual again
+
+
+@pytest.mark.parametrize(
+    ("before", "during"),
+    [
+        ((700, 10, 10), (STREAM_GC_THRESHOLD, 10, 10)),  # Python's default: young collections less often
+        ((100_000, 5, 5), (100_000, 5, 5)),  # the process's own, rarer already: left alone
+        ((0, 10, 10), (0, 10, 10)),  # collection turned off: left off
+    ],
+)
+def test_async_ordered_map_collects_young_objects_less_often_while_it_runs(before, during):
+    import gc
+
+    from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap, freeze_heap, thaw_heap
+
+    async def items():
+        yield 1
+
+    async def same(n: int) -> int:
+        return n
+
+    saved = gc.get_threshold()
+    gc.set_threshold(*before)
+    try:
+        with AsyncOrderedMap(same, items, lookahead=4) as results:
+            assert gc.get_threshold() == during
+            freeze_heap()  # nested: shares the setting, leaves it on its way out
+            thaw_heap()
+            assert gc.get_threshold() == during
+            assert list(results) == [1]
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*saved)
 
 
 def test_async_ordered_map_leaves_a_heap_frozen_by_its_process_as_it_was():
