@@ -341,8 +341,10 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
     #: :class:`~airflow_provider_auralytik.operators.catch_up.AuralytikCatchUpOperator`; ``None``: fetch all.
     reuse_messages: dict[str, list[dict[str, Any]]] | None = None
     reused_conversations = 0
-    #: Messages being fetched ahead of the listing, by conversation id (:meth:`_fetch_early`).
+    #: Messages being fetched ahead of the listing, by conversation id (:meth:`_fetch_early`), and how many
+    #: of those fetches were not taken up after all (the rest of the dict, once the listing is done).
     _early: dict[str, asyncio.Future[list[dict[str, Any]] | None]]
+    _early_unused = 0
 
     def __init__(
         self,
@@ -399,11 +401,16 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             return conversation_id, pending, await (early if early is not None else self._messages(conversation_id))
         if early is not None:
             early.cancel()  # fetched on the first page's view of it, not needed after all
+            self._early_unused += 1
         reused = self._reused(conversation_id, pending)
         if reused is None:
             return conversation_id, pending, []  # not fetched: not completed, its messages left out
         self.reused_conversations += 1  # one event loop: no lock needed
         return conversation_id, pending, reused
+
+    def _early_not_taken_up(self) -> int:
+        """Early fetches not taken up, sent all the same: once the listing is done, all that are left."""
+        return self._early_unused + len(self._early)
 
     def _fetch_early(self, conversations: list[dict[str, Any]]) -> None:
         """Start fetching the messages of the conversations the window's first page showed (the listing's
@@ -437,10 +444,12 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         hook = self.hook
         hook.use_async_pool()
         ahead = listing_ahead(self.max_concurrency, self.page_size)
-        self._early = {}
+        self._early, self._early_unused = {}, 0
 
         async def cleanup() -> None:
-            self._early.clear()  # the early fetches of conversations listed no more (the loop cancelled them)
+            # The early fetches of conversations listed no more (sent: counted; the loop cancelled the rest).
+            self._early_unused += len(self._early)
+            self._early.clear()
             await hook.aclose()
 
         return AsyncOrderedMap(
@@ -495,6 +504,6 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             "pending": pending,
             "include_pending": self.include_pending,
             "pii_guard": {"mode": self.pii_guard, "findings": dict(guard.findings)},
-            "api_requests": listing.requests + fetched - self.reused_conversations,
+            "api_requests": listing.requests + fetched - self.reused_conversations + self._early_not_taken_up(),
             **({"reused_conversations": self.reused_conversations} if self.reuse_messages is not None else {}),
         }

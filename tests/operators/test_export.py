@@ -377,6 +377,7 @@ def test_the_first_page_s_messages_are_fetched_early_and_once_and_a_deleted_one_
     # Each listed conversation's messages once; the deleted one's too, though never listed by its piece:
     # it was on the window's first page, and fetched while the pieces were being listed.
     assert sorted(fetched) == sorted([*kept, deleted])
+    assert manifest["api_requests"] == sandbox.stats.requests  # that early fetch counted too
 
 
 class EarlyFetchHook:
@@ -448,6 +449,7 @@ def test_early_fetches_follow_what_the_pieces_list(tmp_path, include_pending, ca
     early = ["kept", "gone-failing", "was-active"] if include_pending else ["kept", "gone-failing"]
     assert hook.asked[: len(early)] == early  # asked for before the pieces listed anything
     assert sorted(hook.asked) == sorted({*early, "was-active", "later"})  # each once
+    assert op._early_not_taken_up() == 1  # "gone-failing": sent, never listed again
     assert not caplog.records
 
 
