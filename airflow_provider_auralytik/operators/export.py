@@ -417,12 +417,15 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
         ``on_cut``): the round trip that lists the window's pieces carries them too, instead of leaving
         the in-flight limit (and slow start, which grows with answers) idle; :meth:`_fetch` takes them up
         when the pieces list them. At most a page of them; those listed no more (deleted since) are
-        dropped at the end, their outcome unread."""
+        dropped at the end, their outcome unread.
+
+        Only those already ``completed`` on that page: their messages are final. One still active could
+        complete before its piece lists it, and be written as completed with the messages of before."""
         import asyncio
 
         for conversation in conversations:
             conversation_id = str(conversation["id"])
-            if self._fetches(conversation_id, pending_entry(conversation)):
+            if pending_entry(conversation) is None and self._fetches(conversation_id, None):
                 task = asyncio.ensure_future(self._messages(conversation_id))
                 task.add_done_callback(_unread)
                 self._early[conversation_id] = task
