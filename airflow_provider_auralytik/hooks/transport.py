@@ -468,8 +468,8 @@ class AsyncHttpPool:
         conn: _BaseConnection | None = None
         try:
             conn = await self._connect()
-        except Exception:  # refused, TLS, DNS, anything: left to the request that needs the connection
-            pass  # it opens its own, and says what went wrong
+        except Exception:  # refused, TLS, DNS, anything: the request that needs the connection opens its
+            conn = None  # own, and says what went wrong
         finally:
             # Whatever ended the opening (a failure, or the pool's close cancelling it), it ends now,
             # not when the task's done callback runs a turn of the loop later: a request checking out in
