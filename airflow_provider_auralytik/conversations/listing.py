@@ -44,6 +44,7 @@ The API's page-size rule is here, once: :data:`MAX_PAGE_SIZE` and :func:`check_p
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import itertools
 import math
@@ -361,9 +362,20 @@ def _list_piece(
         if finer is not None:  # ask again with one-unit-finer margins
             return [_Piece(DateWindow(piece.window.start, piece.window.end, finer), piece.expected)]
     parts = _fan_out(piece.window, count, len(data), instants, page_size, stats)
-    known = {**piece.expected, **{cid: c for cid, (_, c) in inside.items()}}
     children = _cut(piece.window, parts, instants, [t for t, _ in placed], describe, page_size)
-    return [_Piece(child, {cid: c for cid, c in known.items() if child.contains(c["createdAt"])}) for child in children]
+    return _share(children, {**{cid: (created_at(c), c) for cid, c in piece.expected.items()}, **inside})
+
+
+def _share(children: list[DateWindow], known: dict[str, tuple[datetime, dict[str, Any]]]) -> list[_Piece]:
+    """The pieces of ``children`` (in time order, tiling their parent), each expecting the conversations of
+    ``known`` (by id: ``createdAt``, conversation) that lie in it: placed by their instants, read once."""
+    starts = [child.start for child in children]
+    expected: list[dict[str, dict[str, Any]]] = [{} for _ in children]
+    for cid, (instant, conversation) in known.items():
+        i = bisect.bisect_right(starts, instant) - 1
+        if i >= 0 and instant < children[i].end:
+            expected[i][cid] = conversation
+    return [_Piece(child, shown) for child, shown in zip(children, expected, strict=True)]
 
 
 async def alist_window(

@@ -15,7 +15,7 @@ the way TCP flows share a link, without talking to the other clients of the key:
   and the in-flight limit by one, up to ``max_concurrency``;
 * before the first 429 there is no rate limit, and the in-flight limit starts low and grows by one
   per answer (slow start: it doubles every round trip), so a fast server costs nothing and a limited
-  one sees a small first burst (one request at the default 16 in flight; above it a quarter of
+  one sees a small first burst (one request at the default 16 in flight; above it half of
   ``max_concurrency``, at least 16); from ``FAST_START_FROM`` in flight on, while the answers come as
   fast as the fastest so far, by ``FAST_START_GROWTH`` per answer (x4 every round trip): 256 in flight
   are open after 1 round trip instead of 8;
@@ -58,8 +58,8 @@ MIN_RATE = 0.5
 #: first 429): the default 16 starts with 1, so several processes sharing a small key open by doubling ...
 INITIAL_IN_FLIGHT = 1
 #: ... above it, this share of ``max_concurrency``, and at least ``FAST_START_FROM``: who asks for 64, 128
-#: or 256 at once vouches for a key that takes a burst of 16, 32 or 64.
-INITIAL_SHARE = 1 / 4
+#: or 256 at once vouches for a key that takes a burst of 32, 64 or 128.
+INITIAL_SHARE = 1 / 2
 #: From this many in flight, slow start adds FAST_START_GROWTH per answer instead of 1, while the answers'
 #: latency (its moving average) stays within FAST_START_LATENCY x the least seen: a key that took this many
 #: at once without a 429 or a slower answer is not one whose burst is counted in units (the several

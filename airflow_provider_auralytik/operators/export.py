@@ -491,8 +491,7 @@ class AuralytikExportMessagesOperator(_AuralytikExportOperator):
             else:
                 if entry is not None:
                     pending.append(entry)
-                for message in messages:
-                    writer.write({**guard.check_message(message), "conversationId": conversation_id})
+                writer.write_all([{**guard.check_message(m), "conversationId": conversation_id} for m in messages])
             progress.add()
         if fetched >= NOT_FOUND_FIRST and 2 * len(skipped) > fetched:
             raise self._not_found(len(skipped), fetched)

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from itertools import chain
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_auralytik.output.schemas import check_format
@@ -108,15 +109,44 @@ _NOT_AS_JSON = re.compile(rb"[0-9]e|0\.0000|null")
 _PLAIN_VALUES = frozenset((str, int, bool, type(None)))
 _STR = frozenset((str,))
 _fast_encode: Any = None
+_fast_encode_lines: Any = None
+
+
+def _load_encoder() -> None:
+    global _fast_encode, _fast_encode_lines
+    import msgspec  # an Airflow dependency; imported on first use, not when a DAG is parsed
+
+    encoder = msgspec.json.Encoder()
+    _fast_encode, _fast_encode_lines = encoder.encode, encoder.encode_lines
+
+
+def encode_json_lines(records: list[dict[str, Any]]) -> bytes | None:
+    """
+    The JSON lines of ``records``, each followed by a newline, as :func:`encode_json_line` writes them;
+    ``None`` unless every record holds plain values (strings, integers, booleans, nulls) under string keys.
+
+    One call for a whole conversation's messages: the value types are gathered in C, not record by
+    record, and msgspec writes the lines in one go. A record with any other value (a float, a list, an
+    object) may be written differently by msgspec: the caller encodes those one by one.
+    """
+    if _fast_encode_lines is None:
+        _load_encoder()
+    if not (
+        _PLAIN_VALUES.issuperset(set(map(type, chain.from_iterable(map(dict.values, records)))))
+        and _STR.issuperset(set(map(type, chain.from_iterable(records))))
+    ):
+        return None
+    try:
+        block: bytes = _fast_encode_lines(records)
+    except (TypeError, UnicodeEncodeError):  # a lone surrogate: json's own way, one by one
+        return None
+    return block
 
 
 def encode_json_line(record: dict[str, Any]) -> bytes:
     """One compact JSON line (without its newline), UTF-8, non-ASCII kept as is: ``json.dumps``'s bytes."""
-    global _fast_encode
     if _fast_encode is None:
-        import msgspec  # an Airflow dependency; imported on first use, not when a DAG is parsed
-
-        _fast_encode = msgspec.json.Encoder().encode
+        _load_encoder()
     try:
         line: bytes | None = _fast_encode(record)
     except (TypeError, UnicodeEncodeError):  # e.g. a bool or None key, a lone surrogate: json's own way

@@ -31,6 +31,7 @@ from airflow_provider_auralytik.output.parts import (
     check_positive_int,
     close_quietly,
     encode_json_line,
+    encode_json_lines,
     import_pyarrow,
     part_name,
     part_suffix,
@@ -193,6 +194,36 @@ class PartWriter:
         if part.rows >= self.max_records_per_part:
             self._close_part()
         elif self._pending_bytes >= WRITE_CHUNK:
+            self._flush_pending()
+
+    def write_all(self, records: list[dict[str, Any]]) -> None:
+        """
+        Append ``records`` in order: the same bytes and parts as :meth:`write` one by one, in fewer steps.
+
+        A conversation's messages, the usual JSON Lines records (plain values only), are encoded in one
+        call and appended as one block; anything else (Parquet, a record msgspec may write differently,
+        a batch that ends the part) goes record by record.
+        """
+        if self._state != "open":
+            raise RuntimeError(f"PartWriter is {self._state}: write_all() only inside the `with` block")
+        part = self._current
+        rows = part.rows if part is not None else 0
+        block = (
+            encode_json_lines(records)
+            if self._pq is None and records and rows + len(records) < self.max_records_per_part
+            else None
+        )
+        if block is None:
+            for record in records:
+                self.write(record)
+            return
+        if part is None:
+            part = self._current = self._open_part()
+        self._pending.append(block)
+        self._pending_bytes += len(block)
+        part.rows += len(records)
+        self._records += len(records)
+        if self._pending_bytes >= WRITE_CHUNK:
             self._flush_pending()
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -879,6 +879,7 @@ EXHAUSTING = [
     pytest.param(CONV_URL, {"exc": requests.exceptions.ReadTimeout}, "within timeout=30 s", id="timeout"),
     pytest.param(CONV_URL, {"content": f"garbage {KEY}".encode()}, "not valid JSON", id="invalid-json"),
     pytest.param(MSGS_URL, {"json": {"unexpected": KEY}}, "has no 'messages' list", id="wrong-shape"),
+    pytest.param(MSGS_URL, {"json": {"messages": [{"id": "m1"}, "m2"]}}, "list of objects", id="not-objects"),
     pytest.param(LIST_URL, {"json": {"data": []}}, "not a listing page", id="wrong-shape-page"),
 ]
 

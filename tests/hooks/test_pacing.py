@@ -119,9 +119,9 @@ def round_trips_to_open(pacer: Pacer, clock: FakeClock, latencies: Iterator[floa
 
 
 def test_slow_start_doubles_per_round_trip_then_grows_faster_while_answers_stay_as_fast(clock):
-    # Above the default, a quarter of max_concurrency (at least 16) at once, then x4 while the latency
-    # stays flat: 64, 128 and 256 are open after one round trip; 32 starts at 16.
-    assert [make(clock, max_concurrency=n).in_flight_limit for n in (17, 32, 64, 128, 256)] == [16, 16, 16, 32, 64]
+    # Above the default, half of max_concurrency (at least 16) at once, then x4 while the latency
+    # stays flat: 64, 128 and 256 are open after one round trip; 17 and 32 start at 16.
+    assert [make(clock, max_concurrency=n).in_flight_limit for n in (17, 32, 64, 128, 256)] == [16, 16, 32, 64, 128]
     for n in (64, 128, 256):
         assert round_trips_to_open(make(clock, max_concurrency=n), clock, itertools.repeat(0.05)) == 1
     # The default 16 starts at 1 and only doubles (FAST_START_FROM): it opens as before.
@@ -132,7 +132,7 @@ def test_slow_start_doubles_per_round_trip_then_grows_faster_while_answers_stay_
 def test_the_limit_a_round_trip_from_now_is_what_slow_start_or_the_climb_can_reach(clock):
     # What the pool opens connections for ahead of need: x4 in slow start, +1 after it.
     assert make(clock, max_concurrency=256).in_flight_limit_soon() == 256
-    assert make(clock, max_concurrency=1024).in_flight_limit_soon() == 1024  # 256 x 4
+    assert make(clock, max_concurrency=1024).in_flight_limit_soon() == 1024  # 512 x 4, capped
     assert make(clock, max_concurrency=16).in_flight_limit_soon() == 4  # 1 x 4
     pacer = make(clock, max_concurrency=16)
     answered(pacer, clock, 40, every=0.05)
@@ -141,18 +141,18 @@ def test_the_limit_a_round_trip_from_now_is_what_slow_start_or_the_climb_can_rea
 
 
 def test_slow_start_grows_by_one_per_answer_once_the_answers_slow_down(clock):
-    # 256 asked for, 64 sent at once: the first answers come in 50 ms, the rest in 200 ms (the server,
+    # 256 asked for, 128 sent at once: the first answers come in 50 ms, the next in 200 ms (the server,
     # or this client, is loaded). Once the moving average of the latency passes 1.5x the least, each
     # answer adds 1, not 3: the limit is not open after this round trip.
     pacer = make(clock, max_concurrency=256)
     sent, count = clock.t, 0
     while pacer.try_acquire() == 0.0:
         count += 1
-    assert count == 64
-    for latency in [0.05] * 4 + [0.2] * 60:
+    assert count == 128
+    for latency in [0.05] * 4 + [0.2] * 60:  # x4 per answer would open all 256 with these 64
         clock.t = sent + latency
         pacer.release(sent)
-    assert 64 + 4 * 3 < pacer.in_flight_limit < 256
+    assert 128 + 4 * 3 < pacer.in_flight_limit < 256
     flat = make(clock, max_concurrency=256)
     assert round_trips_to_open(flat, clock, itertools.repeat(0.05)) == 1
 

@@ -19,6 +19,7 @@ from airflow_provider_auralytik.output.parts import (
     close_quietly,
     discard_quietly,
     encode_json_line,
+    encode_json_lines,
     part_name,
     part_run_token,
     part_suffix,
@@ -115,6 +116,22 @@ class _Level(enum.IntEnum):
 def test_a_json_line_has_the_bytes_json_dumps_gives(record: dict[Any, Any]) -> None:
     expected = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     assert encode_json_line(record) == expected
+
+
+def test_json_lines_of_a_batch_are_the_lines_of_its_records_or_none_when_not_all_plain() -> None:
+    plain: list[dict[str, Any]] = [
+        {"id": "msg_1", "role": "agent", "content": 'Ça va ? \u2028\x1f\x7f \\ " / 😀', "n": 3, "ok": True},
+        {"id": "msg_2", "replyTo": None, "edited": False, "seq": 2**70, "note": "null 1e5 0.00001"},
+        {},
+    ]
+    assert encode_json_lines(plain) == b"".join(encode_json_line(r) + b"\n" for r in plain)
+    assert encode_json_lines([]) == b""
+    # Any value msgspec may write otherwise (str and int subclasses too), any key that is not a string, a
+    # lone surrogate: None, so the caller encodes them one by one (as encode_json_line does, with json
+    # where needed).
+    odds: list[dict[Any, Any]] = [{"score": 1e-05}, {"tags": ["a"]}, {"o": {"k": 1}}, {2: "int key"}]
+    for odd in [*odds, {"t": "x\ud800y"}, {"s": _Status.OPEN}]:
+        assert encode_json_lines([*plain, odd]) is None
 
 
 def test_the_hashing_layer_counts_hashes_and_batches_writes():

@@ -245,6 +245,43 @@ def test_reruns_are_byte_identical(store: Store) -> None:
     assert [store.read(f["path"]) for f in second["files"]] == bytes_first
 
 
+@pytest.mark.parametrize("compression", ["gzip", None])
+def test_a_batch_writes_the_bytes_and_parts_its_records_write_one_by_one(tmp_path: Path, compression: str | None):
+    # Batches of plain records (one block), of records with floats, lists or a lone surrogate (one by one),
+    # batches that end a part exactly or run past its end, an empty batch: the same parts, byte for byte.
+    plain: list[dict[str, Any]] = [
+        {"id": f"m{i}", "role": "agent", "content": f"hé {i}", "n": i, "ok": i % 2 == 0, "x": None} for i in range(30)
+    ]
+    odd: list[dict[str, Any]] = [{"id": "f", "x": 0.5}, {"id": "l", "tags": ["a"]}, {"id": "s", "content": "x\ud800y"}]
+    batches = [plain[:4], [], plain[4:10], odd, plain[10:11], plain[11:23], plain[23:], plain[:9]]
+    flat = [record for batch in batches for record in batch]
+
+    def stored(token: str, batched: bool) -> tuple[list[dict[str, Any]], list[bytes]]:
+        dest = resolve_destination(str(tmp_path / token), None)
+        with PartWriter(dest, run_token=token, compression=compression, max_records_per_part=10) as w:
+            for batch in batches:
+                if batched:
+                    w.write_all(batch)
+                else:
+                    for record in batch:
+                        w.write(record)
+            assert w.records_written == len(flat)
+            manifest = w.commit({"kind": "test"})
+        files = [{k: v for k, v in f.items() if k != "path"} for f in manifest["files"]]
+        return files, [(tmp_path / token / f["path"]).read_bytes() for f in manifest["files"]]
+
+    one_by_one, batched = stored(T1, batched=False), stored(T2, batched=True)
+    assert [f["rows"] for f in batched[0]] == [10, 10, 10, 10, 2]
+    assert batched == one_by_one
+    assert list(iter_records(resolve_destination(str(tmp_path / T2), None))) == flat
+
+
+def test_a_batch_outside_the_with_block_is_refused(store: Store) -> None:
+    writer = PartWriter(store.dest, run_token=T1)
+    with pytest.raises(RuntimeError, match=r"write_all\(\) only inside the `with` block"):
+        writer.write_all([{"id": "x"}])
+
+
 def test_unicode_round_trip(store: Store) -> None:
     recs: list[dict[str, Any]] = [
         {"id": "u1", "content": "Grüße aus Köln — ça va? 你好, 世界 🙂👍🏽", "emoji_key_🙂": "✓"},
