@@ -19,14 +19,13 @@ import email.utils
 import json
 import math
 import os
-import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_auralytik import (
@@ -55,7 +54,7 @@ from airflow_provider_auralytik.exceptions import (
     AuralytikUnavailableError,
 )
 from airflow_provider_auralytik.hooks.pacing import BudgetExhausted, Pacer, RequestBudget, RetryLimits, pacer_for
-from airflow_provider_auralytik.utils.concurrency import Gate
+from airflow_provider_auralytik.utils.concurrency import Deadlines, Gate
 
 if TYPE_CHECKING:
     import ssl
@@ -90,7 +89,6 @@ LISTING_EARLIEST = "1970-01-01T00:00:00Z"
 LISTING_LATEST = "2100-01-01T00:00:00Z"
 USER_AGENT = f"airflow-provider-auralytik/{__version__}"
 POOL_HEADROOM = 4
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,14 +500,6 @@ class _InFlightSlot:
             self._gate.release()
 
 
-async def _within(seconds: float, answer: Awaitable[T]) -> T:
-    """``answer`` within ``seconds`` (``asyncio.timeout`` on Python 3.11+, ``wait_for`` on 3.10)."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await answer
-    return await asyncio.wait_for(answer, seconds)
-
-
 def _ssl_context() -> ssl.SSLContext:
     """The system's certificates, or the bundle ``requests`` would use (``REQUESTS_CA_BUNDLE``)."""
     import ssl
@@ -568,6 +558,8 @@ class AuralytikHook(BaseHook):
         }
         self._async_client: httpx.AsyncClient | None = None
         self._pool: AsyncHttpPool | None = None
+        #: The request deadlines of the event loop the async path runs on (one timer for all of them).
+        self._loop_deadlines: tuple[asyncio.AbstractEventLoop, Deadlines] | None = None
         self._counts_lock = threading.Lock()
         self._throttled = 0
         self._paused_baseline = 0.0
@@ -872,6 +864,13 @@ class AuralytikHook(BaseHook):
             if wait > 0:
                 await clock.asleep(wait)
 
+    def _deadlines(self) -> Deadlines:
+        """Each async request's whole time (connect to last byte) is bounded by ``timeout``, on this loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop_deadlines is None or self._loop_deadlines[0] is not loop:
+            self._loop_deadlines = (loop, Deadlines(self.settings.timeout))
+        return self._loop_deadlines[1]
+
     async def _aget(self, request: ApiRequest, answered: Answered | None = None) -> Any:
         """Async :meth:`_get`: the whole request (connect, headers, body) within ``timeout``; ``answered``
         is told the status as soon as the whole answer is in (the pool only)."""
@@ -882,7 +881,7 @@ class AuralytikHook(BaseHook):
             self._pool.open_ahead(min(settings.max_concurrency, self.pacer.in_flight_limit_soon()))
             try:
                 answer = self._pool.get(request.path, request.params, request.headers, answered)
-                status, headers, body = await _within(settings.timeout, answer)
+                status, headers, body = await self._deadlines().within(answer)
             except (OSError, asyncio.TimeoutError) as exc:  # refused, reset, not HTTP, TLS, the deadline
                 raise _Retryable(self._transport_reason(request, exc)) from None
             return interpret_response(
@@ -902,7 +901,7 @@ class AuralytikHook(BaseHook):
                 params=list(request.params),
                 headers=dict(request.headers),
             )
-            response = await _within(settings.timeout, sent)
+            response = await self._deadlines().within(sent)
         except (httpx.TransportError, asyncio.TimeoutError) as exc:
             raise _Retryable(self._transport_reason(request, exc)) from None
         return interpret_response(

@@ -218,6 +218,77 @@ def test_gate_forgets_a_waiter_cancelled_before_admission():
     asyncio.run(main())
 
 
+def test_deadlines_end_only_the_late_awaits_with_timeout_error_and_cancel_what_they_awaited():
+    from airflow_provider_auralytik.utils.concurrency import Deadlines
+
+    deadlines = Deadlines(0.2)
+    cancelled: list[str] = []
+
+    async def answer(name: str, after: float | None) -> str:
+        try:
+            await (asyncio.sleep(after) if after is not None else asyncio.Event().wait())
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+        return name
+
+    async def timed(name: str, after: float | None) -> tuple[str, float]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            return await deadlines.within(answer(name, after)), loop.time() - start
+        except TimeoutError:
+            return "timeout", loop.time() - start
+
+    async def main() -> list[tuple[str, float]]:
+        first = [asyncio.create_task(timed(n, a)) for n, a in (("quick", 0.01), ("never", None), ("soon", 0.05))]
+        await asyncio.sleep(0.1)  # started later: its own limit ends later, after the first timer ran
+        later = asyncio.create_task(timed("late", None))
+        return await asyncio.gather(*first, later)
+
+    (quick, _), (never, never_took), (soon, _), (late, late_took) = asyncio.run(main())
+    assert (quick, never, soon, late) == ("quick", "timeout", "soon", "timeout")
+    assert 0.2 <= never_took < 5
+    assert 0.2 <= late_took < 5
+    assert cancelled == ["never", "late"]
+    assert not deadlines._fifo  # nothing left waiting ...
+    assert deadlines._timer is None  # ... and no timer left armed
+
+
+def test_deadlines_leave_a_cancellation_from_elsewhere_a_cancellation():
+    from airflow_provider_auralytik.utils.concurrency import Deadlines
+
+    deadlines = Deadlines(30)
+
+    async def main() -> None:
+        task = asyncio.create_task(deadlines.within(asyncio.Event().wait()))
+        await asyncio.sleep(0.01)
+        task.cancel()  # e.g. the export closed while the request was in flight
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not deadlines._fifo
+
+    asyncio.run(main())
+
+
+def test_deadlines_hold_about_twice_the_awaits_still_waiting_whatever_order_they_end_in():
+    from airflow_provider_auralytik.utils.concurrency import Deadlines
+
+    deadlines = Deadlines(30)
+
+    async def main() -> None:
+        slow = asyncio.Event()
+        head = asyncio.create_task(deadlines.within(slow.wait()))  # the oldest, still waiting
+        for _ in range(1000):  # a thousand that end behind it, each while a few others wait
+            await asyncio.gather(*(deadlines.within(asyncio.sleep(0)) for _ in range(4)))
+            assert len(deadlines._fifo) <= 2 * 1 + 64
+        slow.set()
+        await head
+        assert not deadlines._fifo
+
+    asyncio.run(main())
+
+
 def test_async_ordered_map_keeps_input_order_and_runs_calls_concurrently():
     from airflow_provider_auralytik.utils.concurrency import AsyncOrderedMap
 
