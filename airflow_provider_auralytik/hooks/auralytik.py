@@ -878,9 +878,9 @@ class AuralytikHook(BaseHook):
         if self._pool is not None:
             # As many connections open as requests may be in flight a round trip from now: opened while
             # the answers the limit waits for are on their way, not all at once when it opens.
-            self._pool.open_ahead(min(settings.max_concurrency, self.pacer.in_flight_limit_soon()))
+            ahead = min(settings.max_concurrency, self.pacer.in_flight_limit_soon())
             try:
-                answer = self._pool.get(request.path, request.params, request.headers, answered)
+                answer = self._pool.get(request.path, request.params, request.headers, answered, ahead)
                 status, headers, body = await self._deadlines().within(answer)
             except (OSError, asyncio.TimeoutError) as exc:  # refused, reset, not HTTP, TLS, the deadline
                 raise _Retryable(self._transport_reason(request, exc)) from None

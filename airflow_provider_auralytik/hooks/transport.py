@@ -409,9 +409,13 @@ class AsyncHttpPool:
         params: Sequence[tuple[str, str]] = (),
         headers: Sequence[tuple[str, str]] = (),
         answered: Answered | None = None,
+        open_ahead: int = 0,
     ) -> tuple[int, ResponseHeaders, bytes]:
         """
         One ``GET``: status, headers, body. Raises :class:`OSError` when no whole answer came.
+
+        ``open_ahead``: then :meth:`open_ahead` that many, once this request has its connection, so its
+        bytes go out before the others are opened (the first request of a pool is not held back by them).
 
         ``answered`` is called with the status (and, for a 429 or 503, the ``Retry-After`` header) as soon
         as the whole answer is in: with httptools, from the event loop's read callback, before this
@@ -430,6 +434,8 @@ class AsyncHttpPool:
             raise ValueError(f"not a valid request target: {target!r}")
         while True:
             conn, reused = await self._checkout()  # counted in ``_busy`` from here
+            if open_ahead:
+                self.open_ahead(open_ahead)
             try:
                 answer = await conn.exchange(target, header_set, answered)
             except ConnectionResetError:

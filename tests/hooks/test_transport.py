@@ -323,6 +323,36 @@ def test_connections_opened_ahead_are_used_by_the_requests_that_follow(raw_serve
     assert len(server.requests) == 5
 
 
+def test_a_request_that_opens_others_ahead_is_sent_before_they_are_opened(raw_server, monkeypatch, parser):
+    # A fresh pool, the first request of an export asking for 8 connections: its own is opened and its
+    # bytes go out first, the other 7 are opened during its round trip, not before it.
+    server = raw_server(lambda n, head: (answer(), None))
+    events: list[str] = []
+    connection = transport._Connection if parser == "h11" else transport._FastConnection
+    connect, exchange = AsyncHttpPool._connect, connection.exchange
+
+    async def recorded_connect(self: AsyncHttpPool) -> Any:
+        events.append("open")
+        return await connect(self)
+
+    def recorded_exchange(self: Any, *args: Any, **kwargs: Any) -> Any:
+        events.append("send")
+        return exchange(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncHttpPool, "_connect", recorded_connect)
+    monkeypatch.setattr(connection, "exchange", recorded_exchange)
+
+    async def first_get(pool: AsyncHttpPool) -> int:
+        status, _, _ = await pool.get("/x", open_ahead=8)
+        while pool.idle_connections < 8:
+            await asyncio.sleep(0.01)
+        return status
+
+    assert run(make_pool(server.url), first_get) == 200
+    assert events == ["open", "send"] + ["open"] * 7
+    assert server.connections == 8
+
+
 def test_a_request_never_waits_for_an_opening_that_already_ended(raw_server, monkeypatch):
     # The opening's task hands its connection out and ends; the requests that run in the same turn of
     # the loop must not count it as still opening (its task leaves the pool's set a turn later), or one
