@@ -45,7 +45,10 @@ PY = sys.executable
 #: The provider tree whose export is measured (``--tree``: e.g. an older checkout, for a before/after).
 TREE = ROOT
 PYCACHE = Path(tempfile.gettempdir()) / "auralytik-bench-pycache"
-LABEL = "this provider (asyncio pool, parallel listing, httptools, msgspec, slot freed on answer, first page early)"
+LABEL = (
+    "this provider (asyncio pool, parallel listing, httptools, msgspec, slot freed on answer, first page early, "
+    "a conversation's lines in one block)"
+)
 LATENCY_MS = 50
 PER_DAY = 2000
 START = "2026-01-01"
@@ -84,6 +87,23 @@ FOURTH_PASS_DAY = {
     64: (1.80, 64, 1.58, 0.88),
     128: (1.00, 128, 0.79, 0.79),
     256: (0.63, 256, 0.40, 0.63),
+}
+#: One day before the fifth pass (commit 1798dff: slow start from a quarter, a JSON line per message, an
+#: asyncio.timeout per request), measured on this benchmark's sandbox at the start of the pass, median of 5.
+FIFTH_PASS_LABEL = "before the fifth pass (1798dff, same sandbox)"
+FIFTH_PASS_DAY = {
+    16: (6.69, 16, 6.34, 0.95),
+    64: (1.76, 64, 1.58, 0.90),
+    128: (0.96, 128, 0.79, 0.83),
+    256: (0.58, 256, 0.40, 0.68),
+}
+#: Ten days before the fifth pass (1798dff), as this benchmark measured them then (median of 3).
+FIFTH_PASS_TEN_LABEL = "before the fifth pass (1798dff)"
+FIFTH_PASS_TEN = {
+    16: (65.45, 16, 63.68, 0.97),
+    64: (16.56, 64, 15.92, 0.96),
+    128: (8.46, 128, 7.96, 0.94),
+    256: (5.17, 256, 3.98, 0.77),
 }
 #: Ten days before the fourth pass (d1eef64), as this benchmark measured them then (median of 3).
 FOURTH_PASS_TEN_LABEL = "before the fourth pass (d1eef64)"
@@ -241,6 +261,7 @@ def main() -> None:
                 (PREVIOUS_LABEL, PREVIOUS_DAY),
                 (THIRD_PASS_LABEL, THIRD_PASS_DAY),
                 (FOURTH_PASS_LABEL, FOURTH_PASS_DAY),
+                (FIFTH_PASS_LABEL, FIFTH_PASS_DAY),
             ]
             if TREE == ROOT
             else None,
@@ -248,7 +269,11 @@ def main() -> None:
     ]
     if ten:
         t = ten[16]
-        ten_previous = [(PREVIOUS_LABEL, PREVIOUS_TEN), (FOURTH_PASS_TEN_LABEL, FOURTH_PASS_TEN)]
+        ten_previous = [
+            (PREVIOUS_LABEL, PREVIOUS_TEN),
+            (FOURTH_PASS_TEN_LABEL, FOURTH_PASS_TEN),
+            (FIFTH_PASS_TEN_LABEL, FIFTH_PASS_TEN),
+        ]
         rows += [
             "",
             f"Ten days: {t['conversations']:,} conversations, {t['messages']:,} messages, "
