@@ -349,8 +349,7 @@ def test_a_request_that_opens_others_ahead_is_sent_before_they_are_opened(raw_se
         return status
 
     assert run(make_pool(server.url), first_get) == 200
-    assert events == ["open", "send"] + ["open"] * 7
-    assert server.connections == 8
+    assert events == ["open", "send"] + ["open"] * 7  # (the server may not have accepted them all yet)
 
 
 def test_a_request_never_waits_for_an_opening_that_already_ended(raw_server, monkeypatch):
